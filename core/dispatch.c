@@ -1,0 +1,112 @@
+/*
+ * dispatch.c -- request -> resource -> runtime (RFC 7252 §5.4.1, §5.7.2, §5.8, §5.9,
+ * §5.10.3, §5.10.4). Every decision a handler must not have to make is made here, the
+ * same way for C plugins and scripts.
+ */
+#include <stdio.h>
+
+#include "dispatch.h"
+#include "log.h"
+#include "option.h"
+#include "server.h"
+#include "tree.h"
+
+static int
+ct_listed(const int *list, int ct)
+{
+    for (; *list != MOONLET_CT_END; list++)
+        if (*list == ct)
+            return 1;
+    return 0;
+}
+
+static int
+has_body(unsigned method)
+{
+    return method == MOONLET_POST || method == MOONLET_PUT || method == MOONLET_FETCH ||
+           method == MOONLET_PATCH || method == MOONLET_IPATCH;
+}
+
+int
+dispatch(struct server *srv, struct moonlet_req *req, struct moonlet_resp *resp)
+{
+    struct option_check chk;
+    struct resource *r;
+    unsigned verdict, code, slot;
+    char diag[96];
+    int rc;
+
+    verdict = request_parse(req, req->m);
+    /* §5.4.1: an unrecognised critical option rejects the request, whatever else it has */
+    if ((code = option_check_request(req->m, &chk)) != 0) {
+        if (chk.bad)
+            snprintf(diag, sizeof diag, "%s: %u", chk.why, chk.bad);
+        else
+            snprintf(diag, sizeof diag, "%s", chk.why);
+        resp_simple(resp, code, diag);
+        return MOONLET_OK;
+    }
+    /* §5.8: an unknown method code is 4.05 */
+    if (req->method < MOONLET_GET || req->method > MOONLET_IPATCH) {
+        resp_simple(resp, MOONLET_METHOD_NOT_ALLOWED, NULL);
+        return MOONLET_OK;
+    }
+    if (verdict) {
+        resp_simple(resp, verdict, verdict == MOONLET_BAD_REQUEST ? "too many query options"
+                                                                 : NULL);
+        return MOONLET_OK;
+    }
+    if ((r = tree_find(srv->tree, req->seg, req->nseg)) == NULL) {
+        resp_simple(resp, MOONLET_NOT_FOUND, NULL);
+        return MOONLET_OK;
+    }
+    slot = r->has[req->method] ? req->method : 0;
+    if (!r->has[slot]) {
+        resp_simple(resp, MOONLET_METHOD_NOT_ALLOWED, NULL);
+        return MOONLET_OK;
+    }
+    if (r->ct) {
+        /* §5.10.4: a representation in the Accept'ed format or 4.06 */
+        if (req->accept != MOONLET_CT_NONE && !ct_listed(r->ct, req->accept)) {
+            resp_simple(resp, MOONLET_NOT_ACCEPTABLE, "format not available");
+            return MOONLET_OK;
+        }
+        /* §5.10.3, §5.9.2.10: a body in a format the resource does not take is 4.15 */
+        if (has_body(req->method) && req->ct != MOONLET_CT_NONE && !ct_listed(r->ct, req->ct)) {
+            resp_simple(resp, MOONLET_UNSUPPORTED_CONTENT_FORMAT, "format not supported");
+            return MOONLET_OK;
+        }
+    }
+    req->res = r;
+    req->scratch = srv->scratch;
+    req->scratch_cap = sizeof srv->scratch;
+    r->unit->refs++;
+    rc = r->unit->rt->call(r, r->h[slot], req, resp);
+    if (req->answered) {                /* the handler sent its pending itself */
+        r->unit->refs--;
+        return MOONLET_DEFERRED;
+    }
+    if (rc == MOONLET_DEFERRED && req->pd) {
+        req->pd->unit = r->unit;        /* the unit stays referenced while the pending lives */
+        return MOONLET_DEFERRED;
+    }
+    r->unit->refs--;
+    if (req->pd) {                      /* deferred, yet answered now: the pending is void */
+        req->pd->gone = 1;
+        req->pd->req = NULL;
+        req->pd = NULL;
+    }
+    if (rc == MOONLET_DEFERRED) {
+        log_error("%s: %s handler returned MOONLET_DEFERRED without moonlet_defer",
+                  r->unit->name, r->path);
+        rc = MOONLET_EINVAL;
+    }
+    if (rc < 0) {
+        if (rc != MOONLET_ENOMEM)
+            log_warn("%s: %s handler failed (%d); answered 5.00", r->unit->name, r->path, rc);
+        resp_simple(resp, rc == MOONLET_ENOMEM ? MOONLET_SERVICE_UNAVAILABLE
+                                               : MOONLET_INTERNAL_SERVER_ERROR,
+                    rc == MOONLET_ENOMEM ? "out of memory" : "handler failed");
+    }
+    return MOONLET_OK;
+}

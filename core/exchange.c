@@ -1,0 +1,497 @@
+/*
+ * exchange.c -- the message layer over UDP (RFC 7252 §4, §5.2).
+ * Input: type/code screening (§4.2, §4.3), deduplication (§4.5), piggybacked responses.
+ * Output: separate responses (§5.2.2) as CONs, retransmitted with exponential back-off
+ * (§4.2) one at a time per peer (NSTART = 1, §4.7); an RST or the last timeout ends them.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dispatch.h"
+#include "exchange.h"
+#include "log.h"
+#include "plugin.h"
+#include "server.h"
+#include "session.h"
+
+struct outmsg {
+    struct outmsg *next;
+    struct session *sess;
+    struct server *srv;
+    ev_timer timer;
+    unsigned retries;
+    double timeout;
+    uint16_t mid;
+    size_t len;
+    uint8_t buf[];
+};
+
+static void
+send_empty(struct endpoint *ep, const struct peer *to, unsigned type, uint16_t mid)
+{
+    uint8_t b[4] = {(uint8_t)(0x40 | type << 4), 0, (uint8_t)(mid >> 8), (uint8_t)mid};
+
+    if (type == MT_RST)
+        ep->srv->stats.rst++;
+    ep->tp->send(ep, to, b, sizeof b);
+}
+
+/* ---- server-originated CONs: NSTART = 1 queue, retransmission --------------------- */
+
+static void out_start(struct outmsg *om);
+
+static void
+out_done(struct outmsg *om)
+{
+    struct session *s = om->sess;
+
+    ev_timer_stop(om->srv->loop, &om->timer);
+    s->out_head = om->next;
+    if (s->out_head == NULL)
+        s->out_tail = NULL;
+    free(om);
+    if (s->out_head)
+        out_start(s->out_head);
+}
+
+static void
+out_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct outmsg *om = (struct outmsg *)((char *)w - offsetof(struct outmsg, timer));
+    struct endpoint *ep = om->sess->ep;
+
+    (void)revents;
+    if (om->retries >= om->srv->cfg.max_retransmit) {
+        char pb[64];
+
+        log_debug("%s: CON %u not acknowledged, given up", peer_str(&om->sess->peer, pb,
+                  sizeof pb), om->mid);
+        out_done(om);
+        return;
+    }
+    /* §4.2: the timeout doubles with each retransmission */
+    om->retries++;
+    om->timeout *= 2;
+    ep->tp->send(ep, &om->sess->peer, om->buf, om->len);
+    ev_timer_set(&om->timer, om->timeout, 0);
+    ev_timer_start(loop, &om->timer);
+}
+
+static void
+out_start(struct outmsg *om)
+{
+    struct server *srv = om->srv;
+    struct session *s = om->sess;
+    struct endpoint *ep = s->ep;
+
+    om->mid = s->next_mid++;
+    om->buf[2] = (uint8_t)(om->mid >> 8);
+    om->buf[3] = (uint8_t)om->mid;
+    /* §4.2: initial timeout random in [ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR] */
+    om->timeout = srv->cfg.ack_timeout *
+                  (1.0 + server_random(srv) * (srv->cfg.ack_random_factor - 1.0));
+    ep->tp->send(ep, &s->peer, om->buf, om->len);
+    ev_timer_init(&om->timer, out_timeout, om->timeout, 0);
+    ev_timer_start(srv->loop, &om->timer);
+}
+
+/* Queue a serialised CON (its MID is assigned when it leaves the queue). */
+static int
+out_queue(struct server *srv, struct session *s, const uint8_t *buf, size_t len)
+{
+    struct outmsg *om = malloc(sizeof *om + len);
+
+    if (om == NULL)
+        return -1;
+    memset(om, 0, sizeof *om);
+    om->sess = s;
+    om->srv = srv;
+    om->len = len;
+    memcpy(om->buf, buf, len);
+    ev_init(&om->timer, out_timeout);
+    if (s->out_tail)
+        s->out_tail->next = om;
+    else
+        s->out_head = om;
+    s->out_tail = om;
+    if (s->out_head == om)
+        out_start(om);
+    return 0;
+}
+
+void
+exchange_session_gone(struct server *srv, struct session *s)
+{
+    struct outmsg *om = s->out_head, *next;
+
+    for (; om; om = next) {
+        next = om->next;
+        ev_timer_stop(srv->loop, &om->timer);
+        free(om);
+    }
+    s->out_head = s->out_tail = NULL;
+}
+
+/* An empty ACK or RST from a peer: does it end our CON in flight? (§4.2, §4.3) */
+static void
+ack_or_rst(struct endpoint *ep, const struct peer *from, const struct msg *m)
+{
+    struct session *s = session_find(ep->srv, ep, from);
+
+    if (s && s->out_head && s->out_head->mid == m->mid)
+        out_done(s->out_head);   /* ACK: delivered; RST: the peer refuses it — either ends it */
+}
+
+/* ---- responses ------------------------------------------------------------------- */
+
+/* RFC 7967 §2: the No-Response bits 2, 8, 16 suppress classes 2, 4, 5. */
+static int
+suppressed(unsigned no_response, unsigned code)
+{
+    unsigned cls = MSG_CLASS(code);
+
+    return (cls == 2 && (no_response & 2)) || (cls == 4 && (no_response & 8)) ||
+           (cls == 5 && (no_response & 16));
+}
+
+/* Serialise resp into srv->txbuf; on overflow replace it by a 5.00. */
+static long
+serialise(struct server *srv, struct moonlet_resp *resp, unsigned type, uint16_t mid,
+          const uint8_t *token, unsigned tkl)
+{
+    long n = resp_write(resp, srv->txbuf, sizeof srv->txbuf, type, mid, token, tkl);
+
+    if (n < 0) {
+        log_warn("response does not fit one datagram (%zu bytes payload); sent 5.00",
+                 resp->plen);
+        resp_simple(resp, MSG_CODE(5, 0), "response too large");
+        n = resp_write(resp, srv->txbuf, sizeof srv->txbuf, type, mid, token, tkl);
+    }
+    return n;
+}
+
+/* Answer a request now: piggybacked in the ACK of a CON, or as a NON (§5.2.1, §5.2.3). */
+static void
+respond(struct server *srv, struct session *s, const struct msg *m, struct dedup *d,
+        struct moonlet_resp *resp, unsigned no_response)
+{
+    struct endpoint *ep = s->ep;
+    long n;
+
+    if (suppressed(no_response, resp->code)) {
+        if (m->type == MT_CON) {       /* RFC 7967 §2: the CON is still acknowledged */
+            uint8_t b[4] = {0x60, 0, (uint8_t)(m->mid >> 8), (uint8_t)m->mid};
+
+            if (d)
+                dedup_store(srv, s, d, b, 4);
+            ep->tp->send(ep, &s->peer, b, 4);
+        } else if (d) {
+            d->state = DEDUP_DONE;
+        }
+        return;
+    }
+    if (m->type == MT_CON)
+        n = serialise(srv, resp, MT_ACK, m->mid, m->token, m->tkl);
+    else
+        n = serialise(srv, resp, MT_NON, s->next_mid++, m->token, m->tkl);
+    if (n < 0)
+        return;
+    if (d) {
+        if (m->type == MT_CON)
+            dedup_store(srv, s, d, srv->txbuf, (size_t)n);
+        else
+            d->state = DEDUP_DONE;      /* a duplicate NON is dropped (§4.5) */
+    }
+    ep->tp->send(ep, &s->peer, srv->txbuf, (size_t)n);
+}
+
+/* Over max_sessions with every session busy: answer without state (no dedup). */
+static void
+respond_stateless(struct endpoint *ep, const struct peer *from, const struct msg *m)
+{
+    struct server *srv = ep->srv;
+    struct moonlet_resp *r = &srv->resp;
+    long n;
+
+    srv->stats.overload++;
+    if (m->type != MT_CON)
+        return;
+    resp_reset(r);
+    resp_simple(r, MSG_CODE(5, 3), "server busy");
+    moonlet_resp_option_uint(r, MOONLET_OPT_MAX_AGE, 5);
+    n = resp_write(r, srv->txbuf, sizeof srv->txbuf, MT_ACK, m->mid, m->token, m->tkl);
+    if (n > 0)
+        ep->tp->send(ep, from, srv->txbuf, (size_t)n);
+}
+
+/* ---- separate responses ------------------------------------------------------------ */
+
+static int
+pending_acked(moonlet_pending *pd)
+{
+    struct dedup *d;
+
+    if (!pd->acked && (d = dedup_find(pd->srv, pd->sess, pd->mid)) && d->state == DEDUP_ACKED)
+        pd->acked = 1;
+    return pd->acked;
+}
+
+static void
+pending_ack(moonlet_pending *pd)
+{
+    struct dedup *d = dedup_find(pd->srv, pd->sess, pd->mid);
+
+    if (pending_acked(pd))
+        return;
+    /* §5.2.2: the handler is slow; acknowledge now, answer later in a CON */
+    send_empty(pd->sess->ep, &pd->sess->peer, MT_ACK, pd->mid);
+    pd->acked = 1;
+    if (d)
+        d->state = DEDUP_ACKED;
+}
+
+static void
+ack_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    moonlet_pending *pd = (moonlet_pending *)((char *)w - offsetof(moonlet_pending, ack_timer));
+
+    (void)loop, (void)revents;
+    pending_ack(pd);
+}
+
+/* Send pd->resp as the answer to its request. */
+static void
+pending_answer(moonlet_pending *pd)
+{
+    struct server *srv = pd->srv;
+    struct session *s = pd->sess;
+    struct dedup *d = dedup_find(srv, s, pd->mid);
+    long n;
+
+    ev_timer_stop(srv->loop, &pd->ack_timer);
+    ev_timer_stop(srv->loop, &pd->deadline);
+    if (pd->con && !pending_acked(pd)) {
+        struct msg m = {.type = MT_CON, .mid = pd->mid, .token = pd->token, .tkl = pd->tkl};
+
+        respond(srv, s, &m, d, &pd->resp, pd->no_response);
+        return;
+    }
+    if (d && d->state == DEDUP_BUSY)
+        d->state = DEDUP_DONE;      /* NON: later duplicates are dropped */
+    if (suppressed(pd->no_response, pd->resp.code))
+        return;
+    n = serialise(srv, &pd->resp, pd->con ? MT_CON : MT_NON, pd->con ? 0 : s->next_mid++,
+                  pd->token, pd->tkl);
+    if (n < 0)
+        return;
+    if (pd->con)
+        out_queue(srv, s, srv->txbuf, (size_t)n);
+    else
+        s->ep->tp->send(s->ep, &s->peer, srv->txbuf, (size_t)n);
+}
+
+static void
+deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    moonlet_pending *pd = (moonlet_pending *)((char *)w - offsetof(moonlet_pending, deadline));
+
+    (void)loop, (void)revents;
+    log_warn("deferred response not sent within its deadline; answered 5.03");
+    resp_reset(&pd->resp);
+    resp_simple(&pd->resp, MSG_CODE(5, 3), "handler timed out");
+    pending_answer(pd);
+    pd->gone = 1;
+}
+
+static void
+pending_free(moonlet_pending *pd)
+{
+    struct server *srv = pd->srv;
+
+    ev_timer_stop(srv->loop, &pd->ack_timer);
+    ev_timer_stop(srv->loop, &pd->deadline);
+    if (pd->prev)
+        pd->prev->next = pd->next;
+    else
+        srv->pendings = pd->next;
+    if (pd->next)
+        pd->next->prev = pd->prev;
+    session_release(srv, pd->sess);
+    if (pd->req) {              /* sent or dropped inside the handler itself */
+        pd->req->pd = NULL;
+        pd->req->answered = 1;
+    }
+    if (pd->unit)
+        pd->unit->refs--;
+    resp_free(&pd->resp);
+    free(pd);
+}
+
+moonlet_pending *
+exchange_defer(struct moonlet_req *req, unsigned deadline_ms)
+{
+    struct server *srv = req->srv;
+    moonlet_pending *pd;
+    double limit = deadline_ms / 1000.0;
+
+    if (req->pd)
+        return req->pd;
+    if ((pd = calloc(1, sizeof *pd)) == NULL)
+        return NULL;
+    pd->srv = srv;
+    pd->sess = req->sess;
+    pd->con = req->m->type == MT_CON;
+    pd->mid = req->m->mid;
+    pd->tkl = req->m->tkl;
+    memcpy(pd->token, req->m->token, req->m->tkl);
+    pd->no_response = req->no_response;
+    resp_init(&pd->resp, srv->cfg.max_payload);
+    if (limit <= 0 || limit > srv->cfg.defer_deadline)
+        limit = srv->cfg.defer_deadline;
+    ev_timer_init(&pd->ack_timer, ack_timer_cb, srv->cfg.separate_after, 0);
+    ev_timer_init(&pd->deadline, deadline_cb, limit, 0);
+    pd->req = req;
+    req->sess->refs++;
+    pd->next = srv->pendings;
+    if (srv->pendings)
+        srv->pendings->prev = pd;
+    srv->pendings = pd;
+    req->pd = pd;
+    return pd;
+}
+
+/* The handler returned MOONLET_DEFERRED: arm the timers. */
+static void
+pending_start(struct server *srv, moonlet_pending *pd)
+{
+    if (pd->con) {
+        if (srv->cfg.separate_after <= 0)
+            pending_ack(pd);
+        else
+            ev_timer_start(srv->loop, &pd->ack_timer);
+    }
+    ev_timer_start(srv->loop, &pd->deadline);
+}
+
+int
+exchange_pending_send(moonlet_pending *pd)
+{
+    int gone = pd->gone;
+
+    if (!gone)
+        pending_answer(pd);
+    pending_free(pd);
+    return gone ? MOONLET_EGONE : MOONLET_OK;
+}
+
+void
+exchange_pending_drop(moonlet_pending *pd)
+{
+    if (!pd->gone) {
+        resp_reset(&pd->resp);
+        resp_simple(&pd->resp, MSG_CODE(5, 3), "request dropped");
+        pending_answer(pd);
+    }
+    pending_free(pd);
+}
+
+void
+exchange_pending_flush_all(struct server *srv)
+{
+    while (srv->pendings) {
+        log_warn("deferred response still open at shutdown; dropped");
+        exchange_pending_drop(srv->pendings);
+    }
+}
+
+/* ---- input ------------------------------------------------------------------------- */
+
+static void
+request(struct endpoint *ep, const struct peer *from, const struct msg *m)
+{
+    struct server *srv = ep->srv;
+    struct session *s = session_get(srv, ep, from);
+    struct moonlet_req req;
+    struct dedup *d;
+
+    if (s == NULL) {
+        respond_stateless(ep, from, m);
+        return;
+    }
+    if ((d = dedup_find(srv, s, m->mid)) != NULL) {
+        /* §4.5: a duplicate is not processed again. A CON gets the same answer: the cached
+         * response, or an empty ACK while the answer is still being worked on */
+        srv->stats.dup++;
+        if (m->type != MT_CON)
+            return;
+        if (d->state == DEDUP_DONE && d->len)
+            ep->tp->send(ep, &s->peer, d->resp, d->len);
+        else if (d->state == DEDUP_BUSY || d->state == DEDUP_ACKED) {
+            send_empty(ep, &s->peer, MT_ACK, m->mid);
+            d->state = DEDUP_ACKED;
+        }
+        return;
+    }
+    d = dedup_add(srv, s, m->mid, m->type == MT_CON);
+    memset(&req, 0, offsetof(struct moonlet_req, seg));
+    req.srv = srv;
+    req.sess = s;
+    req.m = m;
+    resp_reset(&srv->resp);
+    if (dispatch(srv, &req, &srv->resp) == MOONLET_DEFERRED) {
+        if (req.pd) {           /* NULL: already answered from inside the handler */
+            req.pd->req = NULL;
+            pending_start(srv, req.pd);
+        }
+        return;
+    }
+    respond(srv, s, m, d, &srv->resp, req.no_response);
+}
+
+void
+exchange_input(struct endpoint *ep, const struct peer *from, const uint8_t *buf, size_t len)
+{
+    struct msg m;
+    int rc = msg_parse(&m, buf, len);
+
+    if (rc == MSG_ESHORT || rc == MSG_EVERSION) {
+        ep->srv->stats.dropped++;   /* §3: no MID to answer / "MUST be silently ignored" */
+        return;
+    }
+    if (rc == MSG_EFORMAT) {
+        /* §4.2: a CON with a format error is rejected with RST; §4.3: others are dropped */
+        if (m.type == MT_CON)
+            send_empty(ep, from, MT_RST, m.mid);
+        return;
+    }
+    if (m.code == 0) {
+        /* §4.1: an Empty message has no token, options or payload, else format error */
+        int clean = len == 4;
+
+        if (m.type == MT_CON)
+            send_empty(ep, from, MT_RST, m.mid);   /* §4.3: CoAP ping, or malformed */
+        else if ((m.type == MT_ACK || m.type == MT_RST) && clean)
+            ack_or_rst(ep, from, &m);
+        return;                                     /* §4.3: an Empty NON is dropped */
+    }
+    switch (MSG_CLASS(m.code)) {
+    case 0:
+        /* §4.2, §4.3: a request travels in a CON or NON; in an ACK/RST it is malformed */
+        if (m.type == MT_CON || m.type == MT_NON)
+            request(ep, from, &m);
+        return;
+    case 2:
+    case 4:
+    case 5:
+        /* §5.3.2: we send no requests, so every response is unsolicited: RST a CON,
+         * drop the rest (an ACK with a response cannot match anything of ours) */
+        if (m.type == MT_CON)
+            send_empty(ep, from, MT_RST, m.mid);
+        return;
+    default:
+        /* reserved classes 1, 3, 6 and signaling 7 (RFC 8323: reliable transports only) */
+        if (m.type == MT_CON)
+            send_empty(ep, from, MT_RST, m.mid);
+        return;
+    }
+}

@@ -1,0 +1,57 @@
+/*
+ * plugin.h -- the .so loader and the plugin-side objects: configuration values, timers.
+ */
+#ifndef PLUGIN_H
+#define PLUGIN_H
+
+#include <ev.h>
+
+#include "include/moonlet.h"
+#include "runtime.h"
+
+struct server;
+
+/* `-s NAME.KEY=VALUE` settings, in order. */
+struct conf_item {
+    struct conf_item *next;
+    char *plugin, *key, *value;
+};
+
+struct moonlet_conf {
+    const struct conf_item *items;  /* the server's list, filtered by name */
+    const char *name;
+};
+
+struct moonlet_timer {
+    ev_timer w;
+    struct moonlet_timer *next, *prev;
+    struct moonlet_plugin *p;
+    moonlet_timer_cb cb;
+    void *ud;
+    int firing;
+};
+
+enum plugin_phase { PLUGIN_INIT, PLUGIN_RUNNING, PLUGIN_FINI };
+
+struct moonlet_plugin {
+    struct unit unit;
+    struct moonlet_plugin *next;
+    struct server *srv;
+    void *dl;
+    const moonlet_plugin_info *info;
+    moonlet_plugin_info copy;       /* the descriptor, read up to info_size */
+    char *path;
+    enum plugin_phase phase;
+    void *data;
+    struct moonlet_conf conf;
+    struct moonlet_timer *timers;
+};
+
+/* Load, check and init a plugin. 0, or -1 with a one-line reason in err (nothing left
+ * behind: registrations undone, handle closed). */
+int plugin_load(struct server *srv, const char *path, const struct conf_item *conf, char *err,
+                size_t errlen);
+/* fini, drop its resources and timers, close. */
+void plugin_unload(struct server *srv, struct moonlet_plugin *p);
+
+#endif

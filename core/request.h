@@ -1,0 +1,102 @@
+/*
+ * request.h -- the request view and response builder behind moonlet_req / moonlet_resp,
+ * and the pending (separate) response. A request is parsed once from the message into
+ * views (segments, queries, Accept, Content-Format); a response collects options in any
+ * order and is serialised sorted (RFC 7252 §3.1).
+ */
+#ifndef REQUEST_H
+#define REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+#include "include/moonlet.h"
+#include "msg.h"
+#include "transport.h"
+
+#define REQ_MAX_SEGMENTS 32     /* a deeper path cannot be registered: 4.04 */
+#define REQ_MAX_QUERIES 32      /* more Uri-Query options: 4.00 */
+#define RESP_MAX_OPTIONS 32
+#define REQ_SCRATCH 16384     /* strings handed to one handler call */
+
+struct view {
+    const uint8_t *p;
+    size_t len;
+};
+
+struct session;
+struct resource;
+struct server;
+
+struct moonlet_req {
+    struct server *srv;
+    struct session *sess;
+    const struct msg *m;
+    struct resource *res;
+    unsigned method;
+    int ct, accept;
+    unsigned no_response;       /* RFC 7967 bitmask, 0 if absent */
+    const uint8_t *payload;
+    size_t payload_len;
+    moonlet_pending *pd;        /* set by moonlet_defer */
+    int answered;               /* the pending was sent inside the handler */
+    char *path;                 /* built on first moonlet_req_path */
+    char *scratch;              /* NUL-terminated copies handed to the handler */
+    size_t scratch_len, scratch_cap;
+    unsigned nseg, nq;
+    /* the views below are filled by request_parse; everything above is zeroed per request */
+    struct view seg[REQ_MAX_SEGMENTS];
+    struct view q[REQ_MAX_QUERIES];
+};
+
+struct resp_opt {
+    uint16_t num, len;
+    uint32_t off;
+};
+
+struct moonlet_resp {
+    uint8_t code;
+    int ct;
+    unsigned nopt;
+    struct resp_opt opt[RESP_MAX_OPTIONS];
+    uint8_t *obuf;              /* option values */
+    size_t olen, ocap;
+    uint8_t *payload;
+    size_t plen, pcap;
+    size_t max_payload;
+};
+
+struct moonlet_pending {
+    struct moonlet_pending *next, *prev;    /* server's list */
+    struct server *srv;
+    struct session *sess;
+    struct unit *unit;          /* held while the pending lives (reload drains on it) */
+    struct moonlet_req *req;    /* while the handler runs */
+    uint8_t con, tkl, acked, gone;
+    uint16_t mid;
+    uint8_t token[MSG_TOKEN_MAX];
+    unsigned no_response;
+    ev_timer ack_timer;         /* separate_after: send the empty ACK */
+    ev_timer deadline;
+    struct moonlet_resp resp;
+};
+
+/* Fill req from a parsed, option-checked request. Returns 0 or a response code (4.00
+ * for too many queries, 4.04 for a path too deep to exist). */
+unsigned request_parse(struct moonlet_req *req, const struct msg *m);
+/* Copy bytes into the request's scratch area, NUL-terminated; NULL when the area
+ * (REQ_SCRATCH bytes per request) is used up. */
+char *request_scratch(struct moonlet_req *req, const void *p, size_t len);
+
+void resp_init(struct moonlet_resp *r, size_t max_payload);
+void resp_reset(struct moonlet_resp *r);
+void resp_free(struct moonlet_resp *r);
+/* A response with just a code and a diagnostic text (RFC 7252 §5.5.2). */
+void resp_simple(struct moonlet_resp *r, unsigned code, const char *diag);
+/* Serialise into buf as (type, mid, token). Returns the length, or -1 if it does not fit. */
+long resp_write(const struct moonlet_resp *r, uint8_t *buf, size_t cap, unsigned type,
+                uint16_t mid, const uint8_t *token, unsigned tkl);
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * runtime.h -- the one handler interface. The dispatcher calls a resource's handler through
+ * this vtable; the C runtime calls a function pointer, the Lua runtime (lua/) will resume a
+ * coroutine. Dedup, negotiation, block-wise, observe and separate responses happen around
+ * the call, so every runtime gets them identically.
+ */
+#ifndef RUNTIME_H
+#define RUNTIME_H
+
+#include "include/moonlet.h"
+
+struct resource;
+
+/* What a resource stores per method: a C function or a runtime's own reference. */
+union handler {
+    moonlet_handler fn;
+    long ref;
+};
+
+struct runtime {
+    const char *name;
+    /* Run handler h of resource r. Returns MOONLET_OK, MOONLET_DEFERRED or MOONLET_E*. */
+    int (*call)(struct resource *r, union handler h, moonlet_req *req, moonlet_resp *resp);
+    /* Release a handler reference when its resource goes away (may be NULL). */
+    void (*drop)(struct resource *r, union handler h);
+};
+
+extern const struct runtime runtime_c;
+/* The C runtime's call, for built-in runtimes that differ only in how they drop. */
+int runtime_c_call(struct resource *r, union handler h, moonlet_req *req, moonlet_resp *resp);
+
+/* A unit of code: a plugin or a script; resources point to it. */
+struct unit {
+    const struct runtime *rt;
+    const char *name;
+    unsigned refs;
+};
+
+#endif

@@ -1,0 +1,13 @@
+/*
+ * runtime_c.c -- the C runtime: a handler is a function pointer.
+ */
+#include "runtime.h"
+#include "tree.h"
+
+int
+runtime_c_call(struct resource *r, union handler h, moonlet_req *req, moonlet_resp *resp)
+{
+    return h.fn(req, resp, r->ud);
+}
+
+const struct runtime runtime_c = {"c", runtime_c_call, NULL};

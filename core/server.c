@@ -1,0 +1,214 @@
+/*
+ * server.c -- the server context: configuration, start-up, the loop's housekeeping
+ * (send flush before sleeping, session sweep, signals), shutdown.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "exchange.h"
+#include "log.h"
+#include "plugin.h"
+#include "server.h"
+#include "tree.h"
+
+enum kind { K_SECONDS, K_FACTOR, K_COUNT, K_BYTES };
+
+static const struct key {
+    const char *name;
+    enum kind kind;
+    size_t off;
+    double min, max;
+} keys[] = {
+    {"ack_timeout", K_SECONDS, offsetof(struct server_config, ack_timeout), 0.01, 600},
+    {"ack_random_factor", K_FACTOR, offsetof(struct server_config, ack_random_factor), 1, 10},
+    {"max_retransmit", K_COUNT, offsetof(struct server_config, max_retransmit), 0, 20},
+    {"separate_after", K_SECONDS, offsetof(struct server_config, separate_after), 0, 600},
+    {"exchange_lifetime", K_SECONDS, offsetof(struct server_config, exchange_lifetime), 0,
+     86400},
+    {"non_lifetime", K_SECONDS, offsetof(struct server_config, non_lifetime), 0, 86400},
+    {"dedup_per_peer", K_COUNT, offsetof(struct server_config, dedup_per_peer), 1, 65535},
+    {"dedup_bytes", K_BYTES, offsetof(struct server_config, dedup_bytes), 0, 1e12},
+    {"max_sessions", K_COUNT, offsetof(struct server_config, max_sessions), 1, 1e8},
+    {"max_payload", K_BYTES, offsetof(struct server_config, max_payload), 0, 1 << 30},
+    {"defer_deadline", K_SECONDS, offsetof(struct server_config, defer_deadline), 0.01, 86400},
+};
+
+void
+server_config_defaults(struct server_config *c)
+{
+    /* RFC 7252 §4.8 */
+    c->ack_timeout = 2.0;
+    c->ack_random_factor = 1.5;
+    c->max_retransmit = 4;
+    c->separate_after = 0.5;
+    c->exchange_lifetime = 0;   /* 0: derived (§4.8.2), see server_init */
+    c->non_lifetime = 0;
+    c->dedup_per_peer = 64;
+    c->dedup_bytes = 32u << 20;
+    c->max_sessions = 10000;
+    c->max_payload = 1024;      /* one block; grows with block-wise transfer */
+    c->defer_deadline = 120;
+}
+
+int
+server_config_set(struct server_config *c, const char *name, const char *value, char *err,
+                  size_t errlen)
+{
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const struct key *k = &keys[i];
+        char *end;
+        double v;
+
+        if (strcmp(k->name, name) != 0)
+            continue;
+        errno = 0;
+        v = strtod(value, &end);
+        if (*value == '\0' || *end != '\0' || errno || !isfinite(v)) {
+            snprintf(err, errlen, "%s=%s: not a number", name, value);
+            return -1;
+        }
+        if (v < k->min || v > k->max || ((k->kind == K_COUNT || k->kind == K_BYTES) &&
+                                          v != floor(v))) {
+            snprintf(err, errlen, "%s=%s: must be %s between %g and %g", name, value,
+                     k->kind == K_COUNT || k->kind == K_BYTES ? "a whole number" : "a number",
+                     k->min, k->max);
+            return -1;
+        }
+        switch (k->kind) {
+        case K_SECONDS:
+        case K_FACTOR:
+            *(double *)((char *)c + k->off) = v;
+            break;
+        case K_COUNT:
+            *(unsigned *)((char *)c + k->off) = (unsigned)v;
+            break;
+        case K_BYTES:
+            *(size_t *)((char *)c + k->off) = (size_t)v;
+            break;
+        }
+        return 0;
+    }
+    snprintf(err, errlen, "%s: unknown setting", name);
+    return -1;
+}
+
+double
+server_random(struct server *srv)
+{
+    /* xorshift64*: timing jitter and initial MIDs, not security */
+    uint64_t x = srv->rng;
+
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    srv->rng = x;
+    return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+}
+
+static void
+flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    struct server *srv = (struct server *)((char *)w - offsetof(struct server, flush));
+
+    (void)loop, (void)revents;
+    for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next)
+        ep->tp->flush(ep);
+}
+
+static void
+sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct server *srv = (struct server *)((char *)w - offsetof(struct server, sweep));
+
+    (void)loop, (void)revents;
+    session_sweep(srv);
+}
+
+static void
+signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    log_info("signal %d: stopping", w->signum);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+int
+server_init(struct server *srv, struct ev_loop *loop)
+{
+    struct server_config *c = &srv->cfg;
+    /* §4.8.2 */
+    double span = c->ack_timeout * (pow(2, c->max_retransmit) - 1) * c->ack_random_factor;
+
+    srv->loop = loop;
+    if (c->exchange_lifetime <= 0)
+        c->exchange_lifetime = span + 2 * 100 + c->ack_timeout;  /* MAX_LATENCY 100 s */
+    if (c->non_lifetime <= 0)
+        c->non_lifetime = span + 100;
+    if (getrandom(&srv->rng, sizeof srv->rng, 0) != sizeof srv->rng || srv->rng == 0)
+        srv->rng = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ULL | 1;
+    if (session_table_init(&srv->sessions) < 0 || (srv->tree = tree_new()) == NULL)
+        return -1;
+    resp_init(&srv->resp, c->max_payload);
+    if (linkfmt_register(srv) < 0)
+        return -1;
+    ev_prepare_init(&srv->flush, flush_cb);
+    ev_prepare_start(loop, &srv->flush);
+    ev_unref(loop);     /* housekeeping watchers do not keep the loop alive */
+    ev_timer_init(&srv->sweep, sweep_cb, 5.0, 5.0);
+    ev_timer_start(loop, &srv->sweep);
+    ev_unref(loop);
+    ev_signal_init(&srv->sigint, signal_cb, SIGINT);
+    ev_signal_start(loop, &srv->sigint);
+    ev_signal_init(&srv->sigterm, signal_cb, SIGTERM);
+    ev_signal_start(loop, &srv->sigterm);
+    return 0;
+}
+
+int
+server_listen(struct server *srv, const char *addr, unsigned port, char *err, size_t errlen)
+{
+    struct endpoint *ep = udp_open(srv, addr, port, err, errlen);
+
+    if (ep == NULL)
+        return -1;
+    ep->next = srv->endpoints;
+    srv->endpoints = ep;
+    return 0;
+}
+
+void
+server_run(struct server *srv)
+{
+    ev_run(srv->loop, 0);
+}
+
+void
+server_fini(struct server *srv)
+{
+    while (srv->plugins)
+        plugin_unload(srv, srv->plugins);
+    exchange_pending_flush_all(srv);
+    for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next)
+        ep->tp->flush(ep);
+    session_table_fini(srv);
+    while (srv->endpoints) {
+        struct endpoint *ep = srv->endpoints;
+
+        srv->endpoints = ep->next;
+        ep->tp->close(ep);
+    }
+    tree_free(srv->tree);
+    srv->tree = NULL;
+    resp_free(&srv->resp);
+    ev_ref(srv->loop);
+    ev_prepare_stop(srv->loop, &srv->flush);
+    ev_ref(srv->loop);
+    ev_timer_stop(srv->loop, &srv->sweep);
+    ev_signal_stop(srv->loop, &srv->sigint);
+    ev_signal_stop(srv->loop, &srv->sigterm);
+}

@@ -1,0 +1,63 @@
+/*
+ * server.h -- the server context: everything one worker owns. No other mutable global
+ * state exists (log level aside), so a second worker is a second struct server.
+ */
+#ifndef SERVER_H
+#define SERVER_H
+
+#include <ev.h>
+
+#include "request.h"
+#include "session.h"
+#include "transport.h"
+
+/* Tunables; names are the `-o KEY=VALUE` keys. RFC 7252 §4.8 gives the defaults. */
+struct server_config {
+    double ack_timeout;         /* ACK_TIMEOUT, s */
+    double ack_random_factor;   /* ACK_RANDOM_FACTOR */
+    unsigned max_retransmit;    /* MAX_RETRANSMIT */
+    double separate_after;      /* a handler slower than this gets an empty ACK first, s */
+    double exchange_lifetime;   /* dedup lifetime of a CON, s (§4.8.2: derived) */
+    double non_lifetime;        /* dedup lifetime of a NON, s (§4.8.2: derived) */
+    unsigned dedup_per_peer;    /* dedup entries kept per peer (ring) */
+    size_t dedup_bytes;         /* cached response bytes, all peers together */
+    unsigned max_sessions;      /* peers with state */
+    size_t max_payload;         /* largest response payload a handler may set */
+    double defer_deadline;      /* upper bound on a deferred response, s */
+};
+
+struct server {
+    struct ev_loop *loop;
+    struct server_config cfg;
+    struct endpoint *endpoints;
+    struct session_table sessions;
+    struct tree *tree;
+    struct moonlet_plugin *plugins;
+    struct moonlet_pending *pendings;   /* open deferred responses, for shutdown */
+    struct moonlet_resp resp;           /* reused for synchronous handlers */
+    uint8_t txbuf[2048];                /* one serialised message */
+    char scratch[REQ_SCRATCH];          /* strings handed to the running handler */
+    uint64_t rng;
+    ev_signal sigint, sigterm;
+    ev_prepare flush;
+    ev_timer sweep;
+    struct {
+        unsigned long rx, tx, dropped, truncated, rst, dup, evicted, overload;
+    } stats;
+};
+
+void server_config_defaults(struct server_config *c);
+/* Set one `-o` key; 0 or -1 with a reason in err. */
+int server_config_set(struct server_config *c, const char *key, const char *value, char *err,
+                      size_t errlen);
+
+int server_init(struct server *srv, struct ev_loop *loop);
+int server_listen(struct server *srv, const char *addr, unsigned port, char *err,
+                  size_t errlen);
+void server_run(struct server *srv);
+void server_fini(struct server *srv);
+
+/* Uniform random in [0, 1), from the server's generator. */
+double server_random(struct server *srv);
+
+#endif

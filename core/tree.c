@@ -1,0 +1,402 @@
+/*
+ * tree.c -- path -> resource. A path's key is its segment sequence, each segment prefixed
+ * by its length, so lookup is one hash over the request's Uri-Path bytes and one compare:
+ * O(path length), and a segment "a/b" never matches "a","b" (RFC 7252 §5.10.1, §6.5).
+ * Registration validates and copies everything (paths, link attributes).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "tree.h"
+
+#define KEY_MAX (REQ_MAX_SEGMENTS * 256)
+
+static uint32_t
+key_hash(const uint8_t *k, size_t n)
+{
+    uint32_t h = 2166136261u;
+
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ k[i]) * 16777619u;
+    return h;
+}
+
+struct tree *
+tree_new(void)
+{
+    struct tree *t = calloc(1, sizeof *t);
+
+    if (t == NULL)
+        return NULL;
+    t->nbuckets = 256;
+    if ((t->buckets = calloc(t->nbuckets, sizeof *t->buckets)) == NULL) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void
+tree_free(struct tree *t)
+{
+    if (t == NULL)
+        return;
+    while (t->first) {
+        struct resource *r = t->first;
+
+        tree_remove(t, r);
+        tree_resource_free(r);
+    }
+    free(t->buckets);
+    free(t);
+}
+
+static int
+hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* "/a/b%2Fc" -> key [1]a[3]b/c. Percent-decoding per segment (RFC 3986 §2.1). */
+static int
+path_key(const char *path, uint8_t *key, size_t *keylen, char *err, size_t errlen)
+{
+    size_t k = 0;
+    unsigned nseg = 0;
+    const char *p = path;
+
+    if (path == NULL || *p != '/') {
+        snprintf(err, errlen, "path must start with '/'");
+        return -1;
+    }
+    if (p[1] == '\0') {     /* "/": the root, no segments */
+        *keylen = 0;
+        return 0;
+    }
+    while (*p == '/') {
+        size_t lenpos = k++, n = 0;
+
+        p++;
+        if (++nseg > REQ_MAX_SEGMENTS) {
+            snprintf(err, errlen, "more than %d segments", REQ_MAX_SEGMENTS);
+            return -1;
+        }
+        for (; *p && *p != '/'; p++, n++) {
+            int c = (unsigned char)*p;
+
+            if (c == '%') {
+                int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+
+                if (lo < 0) {
+                    snprintf(err, errlen, "bad percent-encoding");
+                    return -1;
+                }
+                c = hi << 4 | lo;
+                p += 2;
+            } else if (c <= 0x20 || c == 0x7f || c == '?' || c == '#' || c == '<' ||
+                       c == '>' || c == '"' || c == '\\') {
+                snprintf(err, errlen, "character 0x%02x not allowed (percent-encode it)", c);
+                return -1;
+            }
+            if (n == 255 || k + 1 >= KEY_MAX) {
+                snprintf(err, errlen, "segment longer than 255 bytes");
+                return -1;
+            }
+            key[k++] = (uint8_t)c;
+        }
+        if (n == 0) {
+            snprintf(err, errlen, "empty path segment");
+            return -1;
+        }
+        key[lenpos] = (uint8_t)n;
+    }
+    *keylen = k;
+    return 0;
+}
+
+/* The canonical URI path of a key: pchar kept, everything else percent-encoded
+ * (RFC 3986 §3.3; ',' and ';' too, so link-format parsers never split an href). */
+static char *
+key_path(const uint8_t *key, size_t keylen)
+{
+    static const char keep[] = "-._~!$&'()*+=:@";
+    char *s = malloc(keylen * 3 + 2), *o = s;
+
+    if (s == NULL)
+        return NULL;
+    if (keylen == 0)
+        *o++ = '/';
+    for (size_t i = 0; i < keylen;) {
+        size_t n = key[i++];
+
+        *o++ = '/';
+        for (size_t j = 0; j < n; j++, i++) {
+            int c = key[i];
+
+            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                (c && strchr(keep, c)))
+                *o++ = (char)c;
+            else
+                o += sprintf(o, "%%%02X", c);
+        }
+    }
+    *o = '\0';
+    return s;
+}
+
+/* RFC 6690 §2: rt/if are space-separated tokens written inside a quoted-string; we accept
+ * visible ASCII without quote or backslash, single spaces between tokens. */
+static int
+tokens_ok(const char *s)
+{
+    if (*s == '\0' || *s == ' ')
+        return 0;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (c == ' ' && (s[1] == ' ' || s[1] == '\0'))
+            return 0;
+        if (c != ' ' && (c < 0x21 || c > 0x7e || c == '"' || c == '\\'))
+            return 0;
+    }
+    return 1;
+}
+
+/* A quoted-string value (title, extra attributes): no control characters; quotes and
+ * backslashes are escaped on output. */
+static int
+text_ok(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* RFC 8288 §3 token for attribute names. */
+static int
+name_ok(const char *s)
+{
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+              (*s >= '0' && *s <= '9') || strchr("!#$&+-.^_`|~", *s)))
+            return 0;
+    return 1;
+}
+
+static char *
+dup_or_null(const char *s, int *fail)
+{
+    char *d;
+
+    if (s == NULL)
+        return NULL;
+    if ((d = strdup(s)) == NULL)
+        *fail = 1;
+    return d;
+}
+
+void
+tree_resource_free(struct resource *r)
+{
+    if (r == NULL)
+        return;
+    if (r->unit && r->unit->rt->drop)
+        for (unsigned i = 0; i < TREE_METHODS; i++)
+            if (r->has[i])
+                r->unit->rt->drop(r, r->h[i]);
+    free(r->key);
+    free(r->path);
+    free(r->rt);
+    free(r->iface);
+    free(r->title);
+    free(r->ct);
+    for (unsigned i = 0; i < r->nextra; i++) {
+        free(r->extra[i].name);
+        free(r->extra[i].value);
+    }
+    free(r->extra);
+    free(r);
+}
+
+struct resource *
+tree_resource_new(const moonlet_resource_def *def, size_t def_size, void *ud, struct unit *u,
+                  char *err, size_t errlen)
+{
+    moonlet_resource_def d = {0};
+    uint8_t key[KEY_MAX];
+    size_t keylen;
+    struct resource *r;
+    int fail = 0;
+
+    /* read only the fields the caller's struct has (ABI growth, moonlet.h) */
+    memcpy(&d, def, def_size < sizeof d ? def_size : sizeof d);
+    if (path_key(d.path, key, &keylen, err, errlen) < 0)
+        return NULL;
+    if ((d.rt && !tokens_ok(d.rt)) || (d.iface && !tokens_ok(d.iface))) {
+        snprintf(err, errlen, "%s: rt/if must be space-separated tokens without quotes",
+                 d.path);
+        return NULL;
+    }
+    if (d.title && !text_ok(d.title)) {
+        snprintf(err, errlen, "%s: title has control characters", d.path);
+        return NULL;
+    }
+    if ((r = calloc(1, sizeof *r)) == NULL)
+        goto nomem;
+    r->keylen = keylen;
+    r->hash = key_hash(key, keylen);
+    if ((r->key = malloc(keylen + 1)) == NULL || (r->path = key_path(key, keylen)) == NULL)
+        goto nomem;
+    memcpy(r->key, key, keylen);
+    r->rt = dup_or_null(d.rt, &fail);
+    r->iface = dup_or_null(d.iface, &fail);
+    r->title = dup_or_null(d.title, &fail);
+    if (fail)
+        goto nomem;
+    if (d.ct) {
+        size_t n = 0;
+
+        while (d.ct[n] != MOONLET_CT_END)
+            if (d.ct[n] < 0 || d.ct[n++] > 65535) {
+                snprintf(err, errlen, "%s: content format out of range", d.path);
+                goto fail;
+            }
+        if ((r->ct = malloc((n + 1) * sizeof *r->ct)) == NULL)
+            goto nomem;
+        memcpy(r->ct, d.ct, (n + 1) * sizeof *r->ct);
+    }
+    if (d.extra) {
+        size_t n = 0;
+
+        while (d.extra[n].name)
+            n++;
+        if ((r->extra = calloc(n ? n : 1, sizeof *r->extra)) == NULL)
+            goto nomem;
+        for (size_t i = 0; i < n; i++) {
+            if (!name_ok(d.extra[i].name) || (d.extra[i].value && !text_ok(d.extra[i].value))) {
+                snprintf(err, errlen, "%s: bad link attribute '%s'", d.path, d.extra[i].name);
+                goto fail;
+            }
+            r->extra[i].name = dup_or_null(d.extra[i].name, &fail);
+            r->extra[i].value = dup_or_null(d.extra[i].value, &fail);
+            r->nextra++;
+        }
+        if (fail)
+            goto nomem;
+    }
+    if (d.sz < 0) {
+        snprintf(err, errlen, "%s: negative sz", d.path);
+        goto fail;
+    }
+    r->sz = d.sz;
+    r->obs = d.obs;
+    r->hidden = d.hidden;
+    r->ud = ud;
+    {
+        moonlet_handler hs[TREE_METHODS] = {d.any, d.get, d.post, d.put, d.del, d.fetch,
+                                            d.patch, d.ipatch};
+
+        for (unsigned i = 0; i < TREE_METHODS; i++)
+            if (hs[i]) {
+                r->h[i].fn = hs[i];
+                r->has[i] = 1;
+            }
+    }
+    r->unit = u;
+    return r;
+nomem:
+    snprintf(err, errlen, "%s: out of memory", d.path ? d.path : "?");
+fail:
+    if (r)
+        r->unit = NULL;     /* no runtime references taken yet */
+    tree_resource_free(r);
+    return NULL;
+}
+
+static struct resource **
+slot(const struct tree *t, uint32_t h, const uint8_t *key, size_t keylen)
+{
+    struct resource **pp = &t->buckets[h & (t->nbuckets - 1)];
+
+    for (; *pp; pp = &(*pp)->hnext)
+        if ((*pp)->hash == h && (*pp)->keylen == keylen && memcmp((*pp)->key, key, keylen) == 0)
+            break;
+    return pp;
+}
+
+int
+tree_add(struct tree *t, struct resource *r)
+{
+    struct resource **pp = slot(t, r->hash, r->key, r->keylen);
+
+    if (*pp)
+        return MOONLET_EEXIST;
+    r->hnext = NULL;
+    *pp = r;
+    r->prev = t->last;
+    r->next = NULL;
+    if (t->last)
+        t->last->next = r;
+    else
+        t->first = r;
+    t->last = r;
+    t->count++;
+    t->generation++;
+    return MOONLET_OK;
+}
+
+void
+tree_remove(struct tree *t, struct resource *r)
+{
+    struct resource **pp = slot(t, r->hash, r->key, r->keylen);
+
+    if (*pp != r)
+        return;
+    *pp = r->hnext;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        t->first = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        t->last = r->prev;
+    t->count--;
+    t->generation++;
+}
+
+struct resource *
+tree_find(const struct tree *t, const struct view *seg, unsigned nseg)
+{
+    uint8_t key[KEY_MAX];
+    size_t k = 0;
+
+    for (unsigned i = 0; i < nseg; i++) {
+        if (seg[i].len == 0 || seg[i].len > 255)
+            return NULL;    /* registered paths have no empty segments */
+        key[k++] = (uint8_t)seg[i].len;
+        memcpy(key + k, seg[i].p, seg[i].len);
+        k += seg[i].len;
+    }
+    return *slot(t, key_hash(key, k), key, k);
+}
+
+void
+tree_remove_unit(struct tree *t, struct unit *u)
+{
+    struct resource *r = t->first, *next;
+
+    for (; r; r = next) {
+        next = r->next;
+        if (r->unit == u) {
+            tree_remove(t, r);
+            tree_resource_free(r);
+        }
+    }
+}

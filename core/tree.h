@@ -1,0 +1,67 @@
+/*
+ * tree.h -- the resource set: path -> resource in O(path length). The key of a path is its
+ * segment sequence, length-prefixed ("a/b" as one segment never equals "a","b"; RFC 7252
+ * §5.10.1), hashed whole; the list keeps registration order for link-format.
+ */
+#ifndef TREE_H
+#define TREE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "request.h"
+#include "runtime.h"
+
+#define TREE_METHODS 8      /* index 1..7 = method code, 0 = "any" */
+
+struct attr {
+    char *name, *value;     /* value NULL: flag */
+};
+
+struct resource {
+    struct resource *hnext;             /* hash chain */
+    struct resource *next, *prev;       /* registration order */
+    uint32_t hash;
+    uint8_t *key;
+    size_t keylen;
+    char *path;                         /* "/a/b", percent-encoded where needed */
+    char *rt, *iface, *title;
+    int *ct;                            /* ended by MOONLET_CT_END; NULL: any */
+    long sz;
+    unsigned obs : 1, hidden : 1;
+    struct attr *extra;
+    unsigned nextra;
+    union handler h[TREE_METHODS];
+    unsigned has[TREE_METHODS];
+    void *ud;
+    struct unit *unit;
+};
+
+struct tree {
+    struct resource **buckets;
+    size_t nbuckets, count;
+    struct resource *first, *last;
+    unsigned long generation;           /* bumped on every change (link-format cache) */
+};
+
+struct tree *tree_new(void);
+void tree_free(struct tree *t);
+/* Build a resource from a public definition (validated, everything copied). NULL with a
+ * reason in err. Not yet in the tree. */
+struct resource *tree_resource_new(const moonlet_resource_def *def, size_t def_size,
+                                   void *ud, struct unit *u, char *err, size_t errlen);
+void tree_resource_free(struct resource *r);
+/* Insert; MOONLET_EEXIST if the path exists. */
+int tree_add(struct tree *t, struct resource *r);
+void tree_remove(struct tree *t, struct resource *r);
+/* Look up by request segments. */
+struct resource *tree_find(const struct tree *t, const struct view *seg, unsigned nseg);
+/* Remove and free every resource of unit u. */
+void tree_remove_unit(struct tree *t, struct unit *u);
+
+/* Link-format (RFC 6690) of the whole tree into a malloc'd string; *len. */
+char *linkfmt_build(const struct tree *t, size_t *len);
+/* Register the built-in /.well-known/core resource. */
+int linkfmt_register(struct server *srv);
+
+#endif

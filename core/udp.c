@@ -1,0 +1,251 @@
+/*
+ * udp.c -- CoAP over UDP (RFC 7252): datagrams in with recvmmsg, out with sendmmsg.
+ * Receive and send slots are preallocated; one sendmmsg per loop iteration (or per full
+ * batch) carries every response of the datagrams read in that iteration.
+ */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "exchange.h"
+#include "log.h"
+#include "server.h"
+#include "transport.h"
+
+#define UDP_BATCH 64
+#define UDP_SLOT 2048       /* a larger datagram is truncated, dropped and counted (§4.6) */
+#define UDP_READS 4         /* recvmmsg batches per wake-up before yielding to timers */
+
+struct udp {
+    struct mmsghdr rx[UDP_BATCH], tx[UDP_BATCH];
+    struct iovec rxv[UDP_BATCH], txv[UDP_BATCH];
+    struct peer rxa[UDP_BATCH], txa[UDP_BATCH];
+    unsigned ntx;
+    uint8_t rxbuf[UDP_BATCH][UDP_SLOT];
+    uint8_t txbuf[UDP_BATCH][UDP_SLOT];
+};
+
+static void
+udp_flush(struct endpoint *ep)
+{
+    struct udp *u = ep->impl;
+    unsigned done = 0;
+
+    while (done < u->ntx) {
+        int n = sendmmsg(ep->fd, u->tx + done, u->ntx - done, MSG_DONTWAIT);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            /* EAGAIN (socket buffer full) or a per-peer error: drop this one and go on;
+             * CoAP's own retransmission covers a lost datagram */
+            ep->srv->stats.dropped++;
+            done++;
+            continue;
+        }
+        done += (unsigned)n;
+    }
+    ep->srv->stats.tx += u->ntx;
+    u->ntx = 0;
+}
+
+static int
+udp_send(struct endpoint *ep, const struct peer *to, const uint8_t *buf, size_t len)
+{
+    struct udp *u = ep->impl;
+    unsigned i;
+
+    if (len > UDP_SLOT)
+        return -1;
+    if (u->ntx == UDP_BATCH)
+        udp_flush(ep);
+    i = u->ntx++;
+    memcpy(u->txbuf[i], buf, len);
+    u->txa[i] = *to;
+    u->txv[i].iov_len = len;
+    u->tx[i].msg_hdr.msg_namelen = to->len;
+    return 0;
+}
+
+static void
+udp_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct endpoint *ep = (struct endpoint *)((char *)w - offsetof(struct endpoint, io));
+    struct udp *u = ep->impl;
+
+    (void)loop, (void)revents;
+    for (int round = 0; round < UDP_READS; round++) {
+        int n;
+
+        for (unsigned i = 0; i < UDP_BATCH; i++) {
+            u->rx[i].msg_hdr.msg_namelen = sizeof u->rxa[i].u;
+            u->rx[i].msg_hdr.msg_flags = 0;
+        }
+        n = recvmmsg(ep->fd, u->rx, UDP_BATCH, MSG_DONTWAIT, NULL);
+        if (n <= 0)
+            break;
+        for (int i = 0; i < n; i++) {
+            ep->srv->stats.rx++;
+            if (u->rx[i].msg_hdr.msg_flags & MSG_TRUNC) {
+                ep->srv->stats.truncated++;     /* larger than a slot: not ours to guess */
+                continue;
+            }
+            u->rxa[i].len = u->rx[i].msg_hdr.msg_namelen;
+            exchange_input(ep, &u->rxa[i], u->rxbuf[i], u->rx[i].msg_len);
+        }
+        udp_flush(ep);
+        if (n < UDP_BATCH)
+            break;
+    }
+}
+
+static void
+udp_close(struct endpoint *ep)
+{
+    ev_io_stop(ep->srv->loop, &ep->io);
+    udp_flush(ep);
+    close(ep->fd);
+    free(ep->impl);
+    free(ep);
+}
+
+static const struct transport udp_transport = {
+    .scheme = "coap",
+    .reliable = 0,
+    .send = udp_send,
+    .flush = udp_flush,
+    .close = udp_close,
+};
+
+static void
+udp_slots(struct udp *u)
+{
+    for (unsigned i = 0; i < UDP_BATCH; i++) {
+        u->rxv[i] = (struct iovec){u->rxbuf[i], UDP_SLOT};
+        u->rx[i].msg_hdr = (struct msghdr){.msg_name = &u->rxa[i].u,
+                                           .msg_namelen = sizeof u->rxa[i].u,
+                                           .msg_iov = &u->rxv[i],
+                                           .msg_iovlen = 1};
+        u->txv[i] = (struct iovec){u->txbuf[i], 0};
+        u->tx[i].msg_hdr = (struct msghdr){.msg_name = &u->txa[i].u, .msg_iov = &u->txv[i],
+                                           .msg_iovlen = 1};
+    }
+}
+
+struct endpoint *
+udp_open(struct server *srv, const char *addr, unsigned port, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_DGRAM, .ai_flags = AI_NUMERICHOST | AI_PASSIVE};
+    struct addrinfo *ai = NULL;
+    struct endpoint *ep = NULL;
+    struct peer local;
+    char pb[64], name[80];
+    int fd = -1, on = 1, off = 0, rc;
+
+    snprintf(name, sizeof name, strchr(addr, ':') ? "udp://[%s]:%u" : "udp://%s:%u", addr,
+             port);
+    if ((rc = getaddrinfo(addr, NULL, &hints, &ai)) != 0) {
+        snprintf(err, errlen, "%s: bad address: %s", name, gai_strerror(rc));
+        return NULL;
+    }
+    fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    if (ai->ai_family == AF_INET6)  /* dual stack on "::" (RFC 4291 v4-mapped peers) */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    memcpy(&local.u, ai->ai_addr, ai->ai_addrlen);
+    local.len = ai->ai_addrlen;
+    if (ai->ai_family == AF_INET6)
+        local.u.in6.sin6_port = htons((uint16_t)port);
+    else
+        local.u.in.sin_port = htons((uint16_t)port);
+    if (bind(fd, &local.u.sa, local.len) < 0)
+        goto fail;
+    local.len = sizeof local.u;
+    getsockname(fd, &local.u.sa, &local.len);
+    ep = calloc(1, sizeof *ep);
+    if (ep == NULL || (ep->impl = calloc(1, sizeof(struct udp))) == NULL) {
+        errno = ENOMEM;
+        goto fail;
+    }
+    udp_slots(ep->impl);
+    ep->tp = &udp_transport;
+    ep->srv = srv;
+    ep->fd = fd;
+    snprintf(ep->name, sizeof ep->name, "udp://%s", peer_str(&local, pb, sizeof pb));
+    ev_io_init(&ep->io, udp_read, fd, EV_READ);
+    ev_io_start(srv->loop, &ep->io);
+    freeaddrinfo(ai);
+    return ep;
+fail:
+    snprintf(err, errlen, "%s: %s", name, strerror(errno));
+    if (ep)
+        free(ep->impl);
+    free(ep);
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(ai);
+    return NULL;
+}
+
+int
+peer_equal(const struct peer *a, const struct peer *b)
+{
+    if (a->u.sa.sa_family != b->u.sa.sa_family)
+        return 0;
+    if (a->u.sa.sa_family == AF_INET6)
+        return a->u.in6.sin6_port == b->u.in6.sin6_port &&
+               memcmp(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr, 16) == 0 &&
+               a->u.in6.sin6_scope_id == b->u.in6.sin6_scope_id;
+    return a->u.in.sin_port == b->u.in.sin_port &&
+           a->u.in.sin_addr.s_addr == b->u.in.sin_addr.s_addr;
+}
+
+uint32_t
+peer_hash(const struct peer *p)
+{
+    const uint8_t *b;
+    size_t n;
+    uint32_t h = 2166136261u, port;
+
+    if (p->u.sa.sa_family == AF_INET6) {
+        b = p->u.in6.sin6_addr.s6_addr, n = 16, port = p->u.in6.sin6_port;
+    } else {
+        b = (const uint8_t *)&p->u.in.sin_addr, n = 4, port = p->u.in.sin_port;
+    }
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 16777619u;
+    h = (h ^ (port & 0xff)) * 16777619u;
+    h = (h ^ (port >> 8)) * 16777619u;
+    return h ^ (h >> 15);
+}
+
+const char *
+peer_str(const struct peer *p, char *buf, size_t len)
+{
+    char a[INET6_ADDRSTRLEN];
+
+    if (p->u.sa.sa_family == AF_INET6) {
+        const struct in6_addr *ia = &p->u.in6.sin6_addr;
+
+        if (IN6_IS_ADDR_V4MAPPED(ia)) {
+            inet_ntop(AF_INET, ia->s6_addr + 12, a, sizeof a);
+            snprintf(buf, len, "%s:%u", a, ntohs(p->u.in6.sin6_port));
+        } else {
+            inet_ntop(AF_INET6, ia, a, sizeof a);
+            snprintf(buf, len, "[%s]:%u", a, ntohs(p->u.in6.sin6_port));
+        }
+    } else {
+        inet_ntop(AF_INET, &p->u.in.sin_addr, a, sizeof a);
+        snprintf(buf, len, "%s:%u", a, ntohs(p->u.in.sin_port));
+    }
+    return buf;
+}
