@@ -396,11 +396,18 @@ exchange_pending_drop(moonlet_pending *pd)
 }
 
 void
-exchange_pending_flush_all(struct server *srv)
+exchange_unit_gone(struct server *srv, struct unit *u)
 {
-    while (srv->pendings) {
-        log_warn("deferred response still open at shutdown; dropped");
-        exchange_pending_drop(srv->pendings);
+    moonlet_pending *pd = srv->pendings, *next;
+
+    /* its code is going away: nobody can send or drop these any more */
+    for (; pd; pd = next) {
+        next = pd->next;
+        if (u == NULL || pd->unit == u) {
+            log_warn("%s: deferred response still open at unload; answered 5.03",
+                     pd->unit ? pd->unit->name : "core");
+            exchange_pending_drop(pd);
+        }
     }
 }
 

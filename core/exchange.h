@@ -23,7 +23,9 @@ void exchange_pending_drop(moonlet_pending *pd);
 void exchange_session_gone(struct server *srv, struct session *s);
 /* Create (or return) the pending of a request; NULL on ENOMEM. */
 moonlet_pending *exchange_defer(struct moonlet_req *req, unsigned deadline_ms);
-/* Shutdown: answer 5.03 to every open pending and free it. */
-void exchange_pending_flush_all(struct server *srv);
+/* A unit (plugin, script) is unloading: answer 5.03 to the pendings it left open and free
+ * them (u NULL: every pending, at shutdown). */
+struct unit;
+void exchange_unit_gone(struct server *srv, struct unit *u);
 
 #endif

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "exchange.h"
 #include "log.h"
 #include "plugin.h"
 #include "server.h"
@@ -116,6 +117,7 @@ plugin_unload(struct server *srv, struct moonlet_plugin *p)
     if (p->copy.fini)
         p->copy.fini(p);
     timers_stop_all(p);
+    exchange_unit_gone(srv, &p->unit);
     tree_remove_unit(srv->tree, &p->unit);
     plugin_free(p);
 }

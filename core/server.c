@@ -192,7 +192,7 @@ server_fini(struct server *srv)
 {
     while (srv->plugins)
         plugin_unload(srv, srv->plugins);
-    exchange_pending_flush_all(srv);
+    exchange_unit_gone(srv, NULL);
     for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next)
         ep->tp->flush(ep);
     session_table_fini(srv);

@@ -4,7 +4,7 @@
  * registered option, the number-encoded properties (§5.4.6), and the MALFORMED.md rows the
  * check decides (O11-O32, B3, B4).
  */
-#include "moonlet.h"
+#include "include/moonlet.h"
 #include "msg.h"
 #include "option.h"
 #include "t.h"
@@ -13,10 +13,10 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { CON = 0, NON = 1 };  /* message types as on the wire (§3) */
+enum { CON = 0, NON = 1 }; /* message types as on the wire (§3) */
 
-#define BAD_OPTION 0x82     /* 4.02 */
-#define NO_PROXY 0xa5       /* 5.05 */
+#define BAD_OPTION 0x82 /* 4.02 */
+#define NO_PROXY 0xa5   /* 5.05 */
 
 static uint8_t dgram[4096];
 static uint8_t fill[1100];
@@ -68,11 +68,11 @@ test_table(void)
 
         if (!T_OK(d != NULL, "option_get(%u) finds %s", registered[i].num, name))
             continue;
-        T_OK(d->num == registered[i].num && strcmp(d->name, name) == 0,
-             "%s: number %u and name", name, registered[i].num);
+        T_OK(d->num == registered[i].num && strcmp(d->name, name) == 0, "%s: number %u and name",
+             name, registered[i].num);
         T_OK(d->format == registered[i].format, "%s: format", name);
-        T_OK(d->min == registered[i].min && d->max == registered[i].max,
-             "%s: length %u..%u", name, registered[i].min, registered[i].max);
+        T_OK(d->min == registered[i].min && d->max == registered[i].max, "%s: length %u..%u", name,
+             registered[i].min, registered[i].max);
         T_OK(!(d->flags & OPT_REPEAT) == !registered[i].repeat, "%s: %srepeatable", name,
              registered[i].repeat ? "" : "not ");
         T_OK(d->flags & OPT_KNOWN, "%s: known", name);
@@ -89,9 +89,9 @@ test_table(void)
     T_OK(option_by_name("uri-path") == NULL, "option_by_name is case-sensitive");
     T_OK(option_by_name("") == NULL && option_by_name("Uri-Paths") == NULL,
          "option_by_name of an unknown name is NULL");
-    T_OK(MOONLET_OPT_IF_MATCH == 1 && MOONLET_OPT_URI_PATH == 11 && MOONLET_OPT_BLOCK1 == 27
-             && option_get(MOONLET_OPT_REQUEST_TAG) != NULL && option_get(MOONLET_OPT_ECHO)
-             && option_get(MOONLET_OPT_NO_RESPONSE) && option_get(MOONLET_OPT_HOP_LIMIT),
+    T_OK(MOONLET_OPT_IF_MATCH == 1 && MOONLET_OPT_URI_PATH == 11 && MOONLET_OPT_BLOCK1 == 27 &&
+             option_get(MOONLET_OPT_REQUEST_TAG) != NULL && option_get(MOONLET_OPT_ECHO) &&
+             option_get(MOONLET_OPT_NO_RESPONSE) && option_get(MOONLET_OPT_HOP_LIMIT),
          "the public option numbers are in the table");
 }
 
@@ -103,9 +103,8 @@ test_properties(void)
         unsigned num;
         int c, u, n;
     } p[] = {
-        {1, 1, 0, 0},  {3, 1, 1, 0},  {4, 0, 0, 0},   {5, 1, 0, 0},   {6, 0, 1, 0},
-        {8, 0, 0, 0},  {11, 1, 1, 0}, {12, 0, 0, 0},  {28, 0, 0, 1},  {60, 0, 0, 1},
-        {258, 0, 1, 0}, {292, 0, 0, 0},
+        {1, 1, 0, 0},  {3, 1, 1, 0},  {4, 0, 0, 0},  {5, 1, 0, 0},  {6, 0, 1, 0},   {8, 0, 0, 0},
+        {11, 1, 1, 0}, {12, 0, 0, 0}, {28, 0, 0, 1}, {60, 0, 0, 1}, {258, 0, 1, 0}, {292, 0, 0, 0},
     };
 
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
@@ -255,6 +254,10 @@ test_check_rows(void)
     T_EQ_INT(v, 0, "O19 two Observe: processed");
     T_OK(usable_at(&m, 0) == 1 && usable_at(&m, 1) == 0,
          "O19 the first Observe is used, the second ignored");
+
+    v = verdict_hex("40 01 ab cd 64 00000001 54 74696d65", &m, buf, &chk);
+    T_EQ_INT(v, 0, "V7 Observe of length 4: processed");
+    T_OK(usable_at(&m, 0) == 0, "V7 the Observe is ignored (a plain GET)");
 
     v = verdict_hex("40 01 ab cd 30 84 74696d65", &m, buf, &chk);
     expect_bad("O20 Uri-Host of length 0", v, &chk, 3);

@@ -15,7 +15,7 @@ static unsigned t_passed, t_failed;
 /* Each macro evaluates to 1 on success, 0 on failure, so a test can stop early. */
 #define T_OK(cond, ...) t_ok(!!(cond), __FILE__, __LINE__, #cond, __VA_ARGS__)
 #define T_EQ_INT(a, b, name) t_eq_int((long long)(a), (long long)(b), __FILE__, __LINE__, name)
-#define T_EQ_MEM(a, alen, b, blen, name)                                                     \
+#define T_EQ_MEM(a, alen, b, blen, name)                                                           \
     t_eq_mem((a), (size_t)(alen), (b), (size_t)(blen), __FILE__, __LINE__, name)
 
 static inline int
