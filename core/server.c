@@ -153,6 +153,7 @@ server_init(struct server *srv, struct ev_loop *loop)
         srv->rng = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ULL | 1;
     if (session_table_init(&srv->sessions) < 0 || (srv->tree = tree_new()) == NULL)
         return -1;
+    srv->sessions.key = srv->rng * 0xD6E8FEB86659FD93ULL;
     resp_init(&srv->resp, c->max_payload);
     if (linkfmt_register(srv) < 0)
         return -1;

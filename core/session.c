@@ -5,6 +5,9 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "exchange.h"
 #include "log.h"
@@ -62,6 +65,7 @@ session_free(struct server *srv, struct session *s)
     t->dd_bytes -= s->dd_bytes;
     t->count--;
     free(s->dd);
+    free(s->dd_mid);
     free(s);
 }
 
@@ -122,7 +126,7 @@ struct session *
 session_get(struct server *srv, struct endpoint *ep, const struct peer *p)
 {
     struct session_table *t = &srv->sessions;
-    uint32_t h = peer_hash(p);
+    uint32_t h = peer_hash(p, t->key);
     struct session *s;
 
     for (s = t->buckets[h & (t->nbuckets - 1)]; s; s = s->hnext) {
@@ -175,65 +179,83 @@ session_release(struct server *srv, struct session *s)
         s->refs--;
 }
 
+/* Index of the first slot at or after i holding mid, or n. Slots [0, n) are in use; the
+ * scan compares eight MIDs per step where SSE2 exists. */
+static unsigned
+mid_scan(const uint16_t *mids, unsigned i, unsigned n, uint16_t mid)
+{
+#ifdef __SSE2__
+    const __m128i want = _mm_set1_epi16((short)mid);
+
+    for (; i + 8 <= n; i += 8) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(mids + i));
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi16(v, want));
+
+        if (m)
+            return i + (unsigned)__builtin_ctz(m) / 2;
+    }
+#endif
+    for (; i < n; i++)
+        if (mids[i] == mid)
+            break;
+    return i;
+}
+
 struct dedup *
 dedup_find(struct server *srv, struct session *s, uint16_t mid)
 {
     ev_tstamp now = ev_now(srv->loop);
 
-    /* newest first: retransmissions are of recent messages */
-    for (unsigned k = 0; k < s->dd_n; k++) {
-        unsigned i = (s->dd_head + s->dd_n - 1 - k) % s->dd_cap;
+    /* at most one live entry per MID exists (dedup_add runs only when none is found), so
+     * the order of the scan does not matter; expired ones are skipped */
+    for (unsigned i = mid_scan(s->dd_mid, 0, s->dd_n, mid); i < s->dd_n;
+         i = mid_scan(s->dd_mid, i + 1, s->dd_n, mid)) {
         struct dedup *d = &s->dd[i];
 
-        if (d->mid == mid && d->state != DEDUP_FREE)
-            return d->expires > now ? d : NULL;
+        if (d->state != DEDUP_FREE && d->expires > now)
+            return d;
     }
     return NULL;
+}
+
+/* Double the ring (up to dedup_per_peer) while it is not full yet. */
+static void
+ring_grow(struct server *srv, struct session *s)
+{
+    unsigned cap = s->dd_cap ? s->dd_cap * 2u : 4u;
+    struct dedup *n;
+    uint16_t *m;
+
+    if (cap > srv->cfg.dedup_per_peer)
+        cap = srv->cfg.dedup_per_peer;
+    if ((n = realloc(s->dd, cap * sizeof *n)) == NULL)
+        return;
+    s->dd = n;
+    if ((m = realloc(s->dd_mid, cap * sizeof *m)) == NULL)
+        return;
+    s->dd_mid = m;
+    memset(n + s->dd_cap, 0, (cap - s->dd_cap) * sizeof *n);
+    s->dd_cap = (uint16_t)cap;
 }
 
 struct dedup *
 dedup_add(struct server *srv, struct session *s, uint16_t mid, int con)
 {
     struct dedup *d;
+    unsigned i;
 
-    if (s->dd_n == s->dd_cap && s->dd_cap < srv->cfg.dedup_per_peer) {
-        /* grow the ring (doubling) while it is linear: oldest at dd_head == 0 */
-        unsigned cap = s->dd_cap ? s->dd_cap * 2u : 4u;
-        struct dedup *n;
-
-        if (cap > srv->cfg.dedup_per_peer)
-            cap = srv->cfg.dedup_per_peer;
-        n = realloc(s->dd, cap * sizeof *n);
-        if (n != NULL) {
-            /* unroll the ring so that the oldest entry is at index 0 */
-            if (s->dd_head) {
-                struct dedup *tmp = malloc(s->dd_n * sizeof *tmp);
-
-                if (tmp == NULL) {
-                    s->dd = n;
-                    goto full;
-                }
-                for (unsigned k = 0; k < s->dd_n; k++)
-                    tmp[k] = n[(s->dd_head + k) % s->dd_cap];
-                memcpy(n, tmp, s->dd_n * sizeof *tmp);
-                free(tmp);
-                s->dd_head = 0;
-            }
-            memset(n + s->dd_cap, 0, (cap - s->dd_cap) * sizeof *n);
-            s->dd = n;
-            s->dd_cap = (uint16_t)cap;
-        }
-    }
-full:
+    if (s->dd_n == s->dd_cap && s->dd_cap < srv->cfg.dedup_per_peer)
+        ring_grow(srv, s);
     if (s->dd_cap == 0)
         return NULL;
     if (s->dd_n < s->dd_cap) {
-        d = &s->dd[(s->dd_head + s->dd_n) % s->dd_cap];
-        s->dd_n++;
+        i = s->dd_n++;
     } else {
-        d = &s->dd[s->dd_head];     /* overwrite the oldest */
+        i = s->dd_head;     /* full: reuse the oldest slot */
         s->dd_head = (uint16_t)((s->dd_head + 1) % s->dd_cap);
     }
+    d = &s->dd[i];
+    s->dd_mid[i] = mid;
     d->mid = mid;
     d->state = DEDUP_BUSY;
     d->con = (uint8_t)con;
@@ -276,7 +298,7 @@ struct session *
 session_find(struct server *srv, struct endpoint *ep, const struct peer *p)
 {
     struct session_table *t = &srv->sessions;
-    uint32_t h = peer_hash(p);
+    uint32_t h = peer_hash(p, t->key);
 
     for (struct session *s = t->buckets[h & (t->nbuckets - 1)]; s; s = s->hnext)
         if (s->hash == h && s->ep == ep && peer_equal(&s->peer, p))

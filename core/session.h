@@ -45,7 +45,8 @@ struct session {
     unsigned refs;                      /* pendings and outgoing CONs holding it */
     uint16_t next_mid;
     struct dedup *dd;
-    uint16_t dd_cap, dd_n, dd_head;     /* ring: dd_head is the oldest when full */
+    uint16_t *dd_mid;                   /* the entries' MIDs, compact for the scan */
+    uint16_t dd_cap, dd_n, dd_head;     /* slots [0, dd_n) in use; dd_head: next to reuse */
     size_t dd_bytes;
     struct outmsg *out_head, *out_tail; /* NSTART queue: the head is in flight */
 };
@@ -54,6 +55,7 @@ struct session_table {
     struct session **buckets;
     size_t nbuckets, count;
     size_t dd_bytes;                    /* all peers' cached response bytes */
+    uint64_t key;                       /* peer hash key, random per server */
     struct session *mru, *lru;          /* activity list ends */
 };
 

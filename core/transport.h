@@ -49,7 +49,7 @@ struct endpoint {
 
 /* Compare and hash peers (address family, address, port). */
 int peer_equal(const struct peer *a, const struct peer *b);
-uint32_t peer_hash(const struct peer *p);
+uint32_t peer_hash(const struct peer *p, uint64_t key);
 /* "[::1]:5683" or "127.0.0.1:5683" (v4-mapped shown as IPv4). */
 const char *peer_str(const struct peer *p, char *buf, size_t len);
 

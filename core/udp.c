@@ -210,22 +210,22 @@ peer_equal(const struct peer *a, const struct peer *b)
 }
 
 uint32_t
-peer_hash(const struct peer *p)
+peer_hash(const struct peer *p, uint64_t key)
 {
-    const uint8_t *b;
-    size_t n;
-    uint32_t h = 2166136261u, port;
+    uint64_t a, b = 0, h;
 
+    /* the address as two words and the port, mixed with a per-server random key so that
+     * peers cannot precompute colliding addresses for one chain */
     if (p->u.sa.sa_family == AF_INET6) {
-        b = p->u.in6.sin6_addr.s6_addr, n = 16, port = p->u.in6.sin6_port;
+        memcpy(&a, p->u.in6.sin6_addr.s6_addr, 8);
+        memcpy(&b, p->u.in6.sin6_addr.s6_addr + 8, 8);
+        b ^= (uint64_t)p->u.in6.sin6_port << 48;
     } else {
-        b = (const uint8_t *)&p->u.in.sin_addr, n = 4, port = p->u.in.sin_port;
+        a = (uint64_t)p->u.in.sin_addr.s_addr << 16 | p->u.in.sin_port;
     }
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 16777619u;
-    h = (h ^ (port & 0xff)) * 16777619u;
-    h = (h ^ (port >> 8)) * 16777619u;
-    return h ^ (h >> 15);
+    h = ((a ^ key) * 0x9E3779B97F4A7C15ULL ^ b) * 0xBF58476D1CE4E5B9ULL;
+    h ^= h >> 29;
+    return (uint32_t)(h >> 32) ^ (uint32_t)h;
 }
 
 const char *
