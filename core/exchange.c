@@ -226,12 +226,23 @@ respond_stateless(struct endpoint *ep, const struct peer *from, const struct msg
 
 /* ---- separate responses ------------------------------------------------------------ */
 
+/* The dedup entry of a pending's request, unless the MID was since reused for another. */
+static struct dedup *
+pending_dedup(moonlet_pending *pd)
+{
+    struct dedup *d = dedup_find(pd->srv, pd->sess, pd->mid);
+
+    if (d && d->tkl == pd->tkl && memcmp(d->token, pd->token, pd->tkl) == 0)
+        return d;
+    return NULL;
+}
+
 static int
 pending_acked(moonlet_pending *pd)
 {
     struct dedup *d;
 
-    if (!pd->acked && (d = dedup_find(pd->srv, pd->sess, pd->mid)) && d->state == DEDUP_ACKED)
+    if (!pd->acked && (d = pending_dedup(pd)) && d->state == DEDUP_ACKED)
         pd->acked = 1;
     return pd->acked;
 }
@@ -239,7 +250,7 @@ pending_acked(moonlet_pending *pd)
 static void
 pending_ack(moonlet_pending *pd)
 {
-    struct dedup *d = dedup_find(pd->srv, pd->sess, pd->mid);
+    struct dedup *d = pending_dedup(pd);
 
     if (pending_acked(pd))
         return;
@@ -265,7 +276,7 @@ pending_answer(moonlet_pending *pd)
 {
     struct server *srv = pd->srv;
     struct session *s = pd->sess;
-    struct dedup *d = dedup_find(srv, s, pd->mid);
+    struct dedup *d = pending_dedup(pd);
     long n;
 
     ev_timer_stop(srv->loop, &pd->ack_timer);
@@ -425,7 +436,13 @@ request(struct endpoint *ep, const struct peer *from, const struct msg *m)
         respond_stateless(ep, from, m);
         return;
     }
-    if ((d = dedup_find(srv, s, m->mid)) != NULL) {
+    d = dedup_find(srv, s, m->mid);
+    if (d && (d->tkl != m->tkl || memcmp(d->token, m->token, m->tkl) != 0)) {
+        /* §4.4: a sender must not reuse a MID within EXCHANGE_LIFETIME. One that does with
+         * another token sends another request, not a retransmission: process it anew */
+        srv->stats.mid_reuse++;
+        dedup_reset(srv, d, m->type == MT_CON, m->token, m->tkl);
+    } else if (d) {
         /* §4.5: a duplicate is not processed again. A CON gets the same answer: the cached
          * response, or an empty ACK while the answer is still being worked on */
         srv->stats.dup++;
@@ -438,8 +455,9 @@ request(struct endpoint *ep, const struct peer *from, const struct msg *m)
             d->state = DEDUP_ACKED;
         }
         return;
+    } else {
+        d = dedup_add(srv, s, m->mid, m->type == MT_CON, m->token, m->tkl);
     }
-    d = dedup_add(srv, s, m->mid, m->type == MT_CON);
     memset(&req, 0, offsetof(struct moonlet_req, seg));
     req.srv = srv;
     req.sess = s;

@@ -1,8 +1,8 @@
 /*
  * linkfmt.c -- the CoRE link format (RFC 6690 §2) of the resource tree and the built-in
  * /.well-known/core resource (§4). Values are written as quoted-strings with '"' and '\'
- * escaped, so no registered value can break out of its attribute; the document is built
- * once per tree generation and cached.
+ * escaped, so no registered value can break out of its attribute. The unfiltered document
+ * is built once per tree generation and cached; query filtering follows §4.1.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,8 +64,115 @@ sb_attr(struct sbuf *b, const char *name, const char *value)
     sb_str(b, "\"");
 }
 
+/* ---- query filtering (RFC 6690 §4.1) ---------------------------------------------------
+ * A query item "name=value" keeps the links whose attribute `name` has `value`; a value
+ * ending in '*' is a prefix. Multi-valued attributes (rt, if, ct, extra values with
+ * spaces) match when any one of their space-separated tokens does. "href" matches the
+ * link target. Policy where the RFC leaves it open: an item without '=' ("?obs", "?rt")
+ * keeps the links that carry the attribute at all; several items must all match; an
+ * unknown attribute matches nothing, so the answer is an empty 2.05. */
+
+static int
+value_match(const char *have, size_t hlen, const struct linkfmt_filter *f)
+{
+    if (f->prefix)
+        return hlen >= f->vlen && memcmp(have, f->value, f->vlen) == 0;
+    return hlen == f->vlen && memcmp(have, f->value, f->vlen) == 0;
+}
+
+/* Any space-separated token of s matches. */
+static int
+tokens_match(const char *s, const struct linkfmt_filter *f)
+{
+    while (*s) {
+        size_t n = strcspn(s, " ");
+
+        if (value_match(s, n, f))
+            return 1;
+        s += n;
+        s += strspn(s, " ");
+    }
+    return 0;
+}
+
+static int
+attr_match(const struct resource *r, const struct linkfmt_filter *f)
+{
+    char num[16 * 8];
+
+#define IS(lit) (f->nlen == sizeof lit - 1 && memcmp(f->name, lit, f->nlen) == 0)
+    if (IS("href"))
+        return !f->has_value || value_match(r->path, strlen(r->path), f);
+    if (IS("rt"))
+        return r->rt && (!f->has_value || tokens_match(r->rt, f));
+    if (IS("if"))
+        return r->iface && (!f->has_value || tokens_match(r->iface, f));
+    if (IS("title"))
+        return r->title && (!f->has_value || value_match(r->title, strlen(r->title), f));
+    if (IS("obs"))
+        return r->obs && !f->has_value;
+    if (IS("sz")) {
+        snprintf(num, sizeof num, "%ld", r->sz);
+        return r->sz > 0 && (!f->has_value || value_match(num, strlen(num), f));
+    }
+    if (IS("ct")) {
+        if (r->ct == NULL || r->ct[0] == MOONLET_CT_END)
+            return 0;
+        if (!f->has_value)
+            return 1;
+        for (const int *c = r->ct; *c != MOONLET_CT_END; c++) {
+            snprintf(num, sizeof num, "%d", *c);
+            if (value_match(num, strlen(num), f))
+                return 1;
+        }
+        return 0;
+    }
+#undef IS
+    for (unsigned i = 0; i < r->nextra; i++) {
+        const struct attr *a = &r->extra[i];
+
+        if (strlen(a->name) != f->nlen || memcmp(a->name, f->name, f->nlen) != 0)
+            continue;
+        if (!f->has_value)
+            return 1;
+        if (a->value && tokens_match(a->value, f))
+            return 1;
+    }
+    return 0;
+}
+
+static int
+matches(const struct resource *r, const struct linkfmt_filter *f, unsigned nf)
+{
+    for (unsigned i = 0; i < nf; i++)
+        if (!attr_match(r, &f[i]))
+            return 0;
+    return 1;
+}
+
+unsigned
+linkfmt_filters(const struct view *q, unsigned nq, struct linkfmt_filter *out)
+{
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < nq && n < REQ_MAX_QUERIES; i++) {
+        const char *p = (const char *)q[i].p, *eq = memchr(p, '=', q[i].len);
+        struct linkfmt_filter *f = &out[n++];
+
+        f->name = p;
+        f->nlen = eq ? (size_t)(eq - p) : q[i].len;
+        f->has_value = eq != NULL;
+        f->value = eq ? eq + 1 : "";
+        f->vlen = eq ? q[i].len - f->nlen - 1 : 0;
+        f->prefix = f->vlen > 0 && f->value[f->vlen - 1] == '*';
+        if (f->prefix)
+            f->vlen--;
+    }
+    return n;
+}
+
 char *
-linkfmt_build(const struct tree *t, size_t *len)
+linkfmt_build(const struct tree *t, const struct linkfmt_filter *f, unsigned nf, size_t *len)
 {
     struct sbuf b = {0};
     int first = 1;
@@ -74,7 +181,7 @@ linkfmt_build(const struct tree *t, size_t *len)
     for (const struct resource *r = t->first; r; r = r->next) {
         char num[32];
 
-        if (r->hidden)
+        if (r->hidden || !matches(r, f, nf))
             continue;
         if (!first)
             sb_str(&b, ",");
@@ -133,10 +240,23 @@ wkc_get(moonlet_req *req, moonlet_resp *resp, void *ud)
     struct wkc *w = ud;
     struct tree *t = w->srv->tree;
 
-    (void)req;
+    if (req->nq) {     /* filtered: built for this request, not cached */
+        struct linkfmt_filter f[REQ_MAX_QUERIES];
+        unsigned nf = linkfmt_filters(req->q, req->nq, f);
+        size_t len;
+        char *doc = linkfmt_build(t, f, nf, &len);
+        int rc;
+
+        if (doc == NULL)
+            return MOONLET_ENOMEM;
+        moonlet_resp_ct(resp, MOONLET_CT_LINK_FORMAT);
+        rc = moonlet_resp_payload(resp, doc, len);
+        free(doc);
+        return rc;
+    }
     if (w->doc == NULL || w->gen != t->generation) {
         free(w->doc);
-        w->doc = linkfmt_build(t, &w->len);
+        w->doc = linkfmt_build(t, NULL, 0, &w->len);
         w->gen = t->generation;
         if (w->doc == NULL)
             return MOONLET_ENOMEM;

@@ -42,7 +42,7 @@ struct server {
     ev_prepare flush;
     ev_timer sweep;
     struct {
-        unsigned long rx, tx, dropped, truncated, rst, dup, evicted, overload;
+        unsigned long rx, tx, dropped, truncated, rst, dup, mid_reuse, evicted, overload;
     } stats;
 };
 

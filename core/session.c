@@ -238,8 +238,21 @@ ring_grow(struct server *srv, struct session *s)
     s->dd_cap = (uint16_t)cap;
 }
 
+void
+dedup_reset(struct server *srv, struct dedup *d, int con, const uint8_t *token, unsigned tkl)
+{
+    d->state = DEDUP_BUSY;
+    d->con = (uint8_t)con;
+    d->len = 0;
+    d->tkl = (uint8_t)tkl;
+    memcpy(d->token, token, tkl);
+    /* §4.8.2: a CON is a duplicate within EXCHANGE_LIFETIME, a NON within NON_LIFETIME */
+    d->expires = ev_now(srv->loop) + (con ? srv->cfg.exchange_lifetime : srv->cfg.non_lifetime);
+}
+
 struct dedup *
-dedup_add(struct server *srv, struct session *s, uint16_t mid, int con)
+dedup_add(struct server *srv, struct session *s, uint16_t mid, int con, const uint8_t *token,
+          unsigned tkl)
 {
     struct dedup *d;
     unsigned i;
@@ -257,11 +270,7 @@ dedup_add(struct server *srv, struct session *s, uint16_t mid, int con)
     d = &s->dd[i];
     s->dd_mid[i] = mid;
     d->mid = mid;
-    d->state = DEDUP_BUSY;
-    d->con = (uint8_t)con;
-    d->len = 0;
-    /* §4.8.2: a CON is a duplicate within EXCHANGE_LIFETIME, a NON within NON_LIFETIME */
-    d->expires = ev_now(srv->loop) + (con ? srv->cfg.exchange_lifetime : srv->cfg.non_lifetime);
+    dedup_reset(srv, d, con, token, tkl);
     return d;
 }
 

@@ -28,6 +28,8 @@ struct dedup {
     uint16_t mid;
     uint8_t state;
     uint8_t con;
+    uint8_t tkl;
+    uint8_t token[8];                   /* a MID reused with another token is a new request */
     uint16_t len, cap;
     ev_tstamp expires;
     uint8_t *resp;
@@ -73,7 +75,11 @@ void session_release(struct server *srv, struct session *s);
 /* Dedup: the live entry for mid, or NULL. */
 struct dedup *dedup_find(struct server *srv, struct session *s, uint16_t mid);
 /* A new BUSY entry for mid (overwrites the oldest when the ring is full). */
-struct dedup *dedup_add(struct server *srv, struct session *s, uint16_t mid, int con);
+struct dedup *dedup_add(struct server *srv, struct session *s, uint16_t mid, int con,
+                        const uint8_t *token, unsigned tkl);
+/* Start the entry over as a new BUSY exchange (same MID, another request). */
+void dedup_reset(struct server *srv, struct dedup *d, int con, const uint8_t *token,
+                 unsigned tkl);
 /* Cache the response bytes in the entry (DONE). Returns 0, or -1 if not cached. */
 int dedup_store(struct server *srv, struct session *s, struct dedup *d, const uint8_t *buf,
                 size_t len);

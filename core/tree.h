@@ -59,8 +59,18 @@ struct resource *tree_find(const struct tree *t, const struct view *seg, unsigne
 /* Remove and free every resource of unit u. */
 void tree_remove_unit(struct tree *t, struct unit *u);
 
-/* Link-format (RFC 6690) of the whole tree into a malloc'd string; *len. */
-char *linkfmt_build(const struct tree *t, size_t *len);
+/* One RFC 6690 §4.1 query filter: name[=value[*]], views into the request. */
+struct linkfmt_filter {
+    const char *name, *value;
+    size_t nlen, vlen;
+    int has_value, prefix;
+};
+
+/* Filters from Uri-Query items; returns how many. */
+unsigned linkfmt_filters(const struct view *q, unsigned nq, struct linkfmt_filter *out);
+/* Link-format (RFC 6690) of the links matching every filter, as a malloc'd string. */
+char *linkfmt_build(const struct tree *t, const struct linkfmt_filter *f, unsigned nf,
+                    size_t *len);
 /* Register the built-in /.well-known/core resource. */
 int linkfmt_register(struct server *srv);
 

@@ -350,8 +350,8 @@ class Server:
         m = self.log.wait_for(READY_RE.pattern, 5.0)
         if not m:
             self.stop()
-            raise AssertionError("moonlet did not print its ready line within 5 s\n"
-                                 "  argv: %s\n  log:\n%s" % (" ".join(argv), indent(self.log.text())))
+            raise AssertionError("moonlet did not print its ready line within 5 s\n  argv: %s\n"
+                                 "  log:\n%s" % (" ".join(argv), indent(self.log.text())))
         self.port = int(m.group(1))
 
     def client(self, host=None):
@@ -507,6 +507,8 @@ def link_parse(text):
 
 _tests = []
 _notes = []
+# a server built with `make SAN=1` reports here (on its stderr, which we keep)
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
 def test(name):
@@ -535,6 +537,12 @@ def _teardown():
         if s.died is not None:
             problems.append("server pid %d died during the test (status %d)\n  argv: %s" % (
                 s.pid, s.died, " ".join(s.argv)))
+        text = s.log.text()
+        for marker in SANITIZER_MARKERS:
+            if marker in text:
+                problems.append("server pid %d log has a sanitizer report (%r):\n%s" % (
+                    s.pid, marker, indent(text[max(0, text.index(marker) - 200):][:3000])))
+                break
     return problems
 
 
