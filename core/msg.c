@@ -20,23 +20,23 @@ opt_header(const uint8_t *p, const uint8_t *end, unsigned *delta, unsigned *len)
     if (d == 15 || l == 15)
         return NULL;
     if (d == 13) {
-        if (p + 1 > end)
+        if (end - p < 1)
             return NULL;
         d = 13u + p[0];
         p += 1;
     } else if (d == 14) {
-        if (p + 2 > end)
+        if (end - p < 2)
             return NULL;
         d = 269u + ((unsigned)p[0] << 8 | p[1]);
         p += 2;
     }
     if (l == 13) {
-        if (p + 1 > end)
+        if (end - p < 1)
             return NULL;
         l = 13u + p[0];
         p += 1;
     } else if (l == 14) {
-        if (p + 2 > end)
+        if (end - p < 2)
             return NULL;
         l = 269u + ((unsigned)p[0] << 8 | p[1]);
         p += 2;
@@ -119,7 +119,7 @@ msg_iter_next(struct msg_iter *it, struct msg_opt *o)
     v = opt_header(it->p, it->end, &delta, &len);   /* validated by msg_parse_body */
     it->num += delta;
     o->num = (uint16_t)it->num;
-    o->len = (uint16_t)len;
+    o->len = len;
     o->val = v;
     it->p = v + len;
     return 1;
@@ -169,6 +169,7 @@ msg_wr_init(struct msg_wr *w, uint8_t *buf, size_t cap, unsigned type, unsigned 
     w->buf = buf;
     w->cap = cap;
     w->last = 0;
+    w->sealed = 0;
     w->err = tkl > MSG_TOKEN_MAX || cap < 4u + tkl;
     if (w->err) {
         w->len = 0;
@@ -204,7 +205,7 @@ msg_wr_opt(struct msg_wr *w, unsigned num, const void *val, size_t len)
     uint8_t hdr[5];
     unsigned n = 1, d, l;
 
-    if (w->err || num < w->last || num > 65535 || len > 65535 + 269) {
+    if (w->err || w->sealed || num < w->last || num > 65535 || len > 65535 + 269) {
         w->err = 1;
         return;
     }
@@ -235,13 +236,14 @@ msg_wr_payload(struct msg_wr *w, const void *p, size_t len)
 {
     if (w->err || len == 0)
         return;
-    if (w->cap - w->len < 1 + len) {
+    if (w->sealed || w->cap - w->len < 1 + len) {
         w->err = 1;
         return;
     }
     w->buf[w->len] = 0xff;
     memcpy(w->buf + w->len + 1, p, len);
     w->len += 1 + len;
+    w->sealed = 1;
 }
 
 long

@@ -27,7 +27,7 @@ enum {
 /* One option, a view into the datagram. */
 struct msg_opt {
     uint16_t num;
-    uint16_t len;
+    uint32_t len;           /* up to 65804 (§3.1), reachable over reliable transports */
     const uint8_t *val;
 };
 
@@ -66,6 +66,7 @@ struct msg_wr {
     size_t cap, len;
     unsigned last;
     int err;
+    int sealed;             /* the payload is written: nothing may follow */
 };
 
 void msg_wr_init(struct msg_wr *w, uint8_t *buf, size_t cap, unsigned type, unsigned code,
