@@ -36,6 +36,7 @@ static const struct key {
     {"max_sessions", K_COUNT, offsetof(struct server_config, max_sessions), 1, 1e8},
     {"max_payload", K_BYTES, offsetof(struct server_config, max_payload), 0, 1 << 30},
     {"defer_deadline", K_SECONDS, offsetof(struct server_config, defer_deadline), 0.01, 86400},
+    {"udp_rcvbuf", K_BYTES, offsetof(struct server_config, udp_rcvbuf), 0, 1 << 30},
 };
 
 void
@@ -53,6 +54,7 @@ server_config_defaults(struct server_config *c)
     c->max_sessions = 10000;
     c->max_payload = 1024;      /* one block; grows with block-wise transfer */
     c->defer_deadline = 120;
+    c->udp_rcvbuf = 4u << 20;
 }
 
 int

@@ -24,6 +24,7 @@ struct server_config {
     unsigned max_sessions;      /* peers with state */
     size_t max_payload;         /* largest response payload a handler may set */
     double defer_deadline;      /* upper bound on a deferred response, s */
+    size_t udp_rcvbuf;          /* socket receive buffer, bytes (bursts of datagrams) */
 };
 
 struct server {
