@@ -280,7 +280,9 @@ dedup_store(struct server *srv, struct session *s, struct dedup *d, const uint8_
 {
     struct session_table *t = &srv->sessions;
 
-    d->state = DEDUP_DONE;
+    /* a response we cannot keep (over dedup_bytes, or no memory) leaves the exchange
+     * forgotten: a retransmission is then processed again rather than left unanswered */
+    d->state = DEDUP_FREE;
     d->len = 0;
     if (len > d->cap) {
         size_t cap = len < 64 ? 64 : len;
@@ -300,6 +302,7 @@ dedup_store(struct server *srv, struct session *s, struct dedup *d, const uint8_
     }
     memcpy(d->resp, buf, len);
     d->len = (uint16_t)len;
+    d->state = DEDUP_DONE;
     return 0;
 }
 

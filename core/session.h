@@ -80,7 +80,8 @@ struct dedup *dedup_add(struct server *srv, struct session *s, uint16_t mid, int
 /* Start the entry over as a new BUSY exchange (same MID, another request). */
 void dedup_reset(struct server *srv, struct dedup *d, int con, const uint8_t *token,
                  unsigned tkl);
-/* Cache the response bytes in the entry (DONE). Returns 0, or -1 if not cached. */
+/* Cache the response bytes in the entry (DONE). Returns 0, or -1 if they cannot be kept:
+ * the entry is then freed (a retransmission will be processed again). */
 int dedup_store(struct server *srv, struct session *s, struct dedup *d, const uint8_t *buf,
                 size_t len);
 
