@@ -4,6 +4,10 @@ on the nibble boundaries (RFC 7252 §3.1), and the malformed examples of MALFORM
 rows, same hex). Run from the repository root; the files are committed, this only rebuilds
 them."""
 import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from coaptest import encode  # noqa: E402  (the one CoAP encoder of the test suite)
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "msg")
 
@@ -12,23 +16,8 @@ def h(s):
     return bytes.fromhex(s.replace(" ", ""))
 
 
-def nib(v):
-    """The nibble and extension bytes for a delta or a length (§3.1)."""
-    if v < 13:
-        return v, b""
-    if v < 269:
-        return 13, bytes([v - 13])
-    return 14, (v - 269).to_bytes(2, "big")
-
-
 def msg(mtype, code, mid=0xABCD, token=b"", opts=(), payload=b""):
-    out = bytes([0x40 | mtype << 4 | len(token), code]) + mid.to_bytes(2, "big") + token
-    last = 0
-    for num, val in opts:
-        (d, dx), (l, lx) = nib(num - last), nib(len(val))
-        out += bytes([d << 4 | l]) + dx + lx + val
-        last = num
-    return out + (b"\xff" + payload if payload else b"")
+    return encode(mtype, code, mid, token, opts, payload)
 
 
 CON, NON, ACK, RST = 0, 1, 2, 3
