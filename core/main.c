@@ -11,15 +11,19 @@
 #include "plugin.h"
 #include "server.h"
 
+#ifdef MOONLET_LUA
+extern const struct loader lua_loader;     /* lua/runtime.c */
+#endif
+
 static void
 usage(FILE *f)
 {
     fprintf(f,
-            "usage: moonlet [options] PLUGIN.so ...\n"
+            "usage: moonlet [options] PLUGIN.so|SCRIPT.lua ...\n"
             "  -a ADDR          listen address (default :: , dual stack)\n"
             "  -p PORT          UDP port (default 5683; 0 picks a free one)\n"
             "  -o KEY=VALUE     server setting (see README: ack_timeout, max_sessions, ...)\n"
-            "  -s NAME.KEY=VAL  setting for the plugin named NAME\n"
+            "  -s NAME.KEY=VAL  setting for the plugin named NAME (lua.KEY: the Lua runtime)\n"
             "  -q / -v          quieter (errors only) / more verbose (debug)\n"
             "  -V               print the version and ABI\n"
             "  -h               this help\n");
@@ -125,6 +129,9 @@ main(int argc, char **argv)
             goto out;
         }
     }
+#ifdef MOONLET_LUA
+    srv.loaders[0] = &lua_loader;
+#endif
     if (server_init(&srv, ev_default_loop(EVFLAG_AUTO)) < 0) {
         log_error("cannot initialise the server (out of memory)");
         goto out;
@@ -134,8 +141,8 @@ main(int argc, char **argv)
         goto fini;
     }
     for (int i = optind; i < argc; i++) {
-        if (plugin_load(&srv, argv[i], conf, err, sizeof err) < 0) {
-            /* at start-up a plugin that does not load is fatal: the operator asked for it */
+        if (server_load(&srv, argv[i], conf, err, sizeof err) < 0) {
+            /* at start-up a unit that does not load is fatal: the operator asked for it */
             log_error("%s", err);
             goto fini;
         }

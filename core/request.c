@@ -56,6 +56,46 @@ request_parse(struct moonlet_req *req, const struct msg *m)
     return verdict;
 }
 
+/* A request detached from its receive buffer, with a copy of the datagram the views point
+ * into. */
+struct detached {
+    struct moonlet_req req;
+    struct msg m;
+    uint8_t bytes[];
+};
+
+struct moonlet_req *
+request_detach(const struct moonlet_req *req)
+{
+    const struct msg *m = req->m;
+    const uint8_t *start = m->token - 4;
+    const uint8_t *end = m->payload ? m->payload + m->payload_len : m->opts + m->opts_len;
+    size_t len = (size_t)(end - start);
+    struct detached *d = malloc(sizeof *d + len);
+
+    if (d == NULL)
+        return NULL;
+    memcpy(d->bytes, start, len);
+    memset(&d->req, 0, sizeof d->req);
+    if (msg_parse(&d->m, d->bytes, len) != MSG_OK) {   /* it parsed once: cannot happen */
+        free(d);
+        return NULL;
+    }
+    request_parse(&d->req, &d->m);
+    d->req.srv = req->srv;
+    d->req.sess = req->sess;
+    d->req.m = &d->m;
+    d->req.res = req->res;
+    d->req.no_response = req->no_response;
+    return &d->req;
+}
+
+void
+request_detached_free(struct moonlet_req *req)
+{
+    free(req);     /* the struct moonlet_req is the first member of struct detached */
+}
+
 char *
 request_scratch(struct moonlet_req *req, const void *p, size_t len)
 {

@@ -86,6 +86,11 @@ struct moonlet_pending {
 /* Fill req from a parsed, option-checked request. Returns 0 or a response code (4.00
  * for too many queries, 4.04 for a path too deep to exist). */
 unsigned request_parse(struct moonlet_req *req, const struct msg *m);
+/* A heap copy of a request and of the datagram its views point into, readable after the
+ * receive buffer is reused (a runtime's handler waiting past its first slice). No scratch
+ * area: use the views. Free with request_detached_free. NULL on ENOMEM. */
+struct moonlet_req *request_detach(const struct moonlet_req *req);
+void request_detached_free(struct moonlet_req *req);
 /* Copy bytes into the request's scratch area, NUL-terminated; NULL when the area
  * (REQ_SCRATCH bytes per request) is used up. */
 char *request_scratch(struct moonlet_req *req, const void *p, size_t len);

@@ -190,9 +190,31 @@ server_run(struct server *srv)
     ev_run(srv->loop, 0);
 }
 
+int
+server_load(struct server *srv, const char *path, const struct conf_item *conf, char *err,
+            size_t errlen)
+{
+    size_t n = strlen(path);
+
+    for (unsigned i = 0; i < SERVER_LOADERS && srv->loaders[i]; i++) {
+        const char *suf = srv->loaders[i]->suffix;
+        size_t k = strlen(suf);
+
+        if (n > k && strcmp(path + n - k, suf) == 0)
+            return srv->loaders[i]->load(srv, path, conf, err, errlen);
+    }
+    if (n > 4 && strcmp(path + n - 4, ".lua") == 0) {
+        snprintf(err, errlen, "%s: this moonlet was built without the Lua runtime", path);
+        return -1;
+    }
+    return plugin_load(srv, path, conf, err, errlen);
+}
+
 void
 server_fini(struct server *srv)
 {
+    for (unsigned i = 0; i < SERVER_LOADERS && srv->loaders[i]; i++)
+        srv->loaders[i]->unload_all(srv);
     while (srv->plugins)
         plugin_unload(srv, srv->plugins);
     exchange_unit_gone(srv, NULL);

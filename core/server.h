@@ -27,8 +27,23 @@ struct server_config {
     size_t udp_rcvbuf;          /* socket receive buffer, bytes (bursts of datagrams) */
 };
 
+struct conf_item;
+
+/* A runtime that loads units from files by suffix (the Lua runtime: ".lua"). The core
+ * knows only this hook, so it builds and is tested without any runtime library. */
+struct loader {
+    const char *suffix;
+    int (*load)(struct server *srv, const char *path, const struct conf_item *conf,
+                char *err, size_t errlen);
+    void (*unload_all)(struct server *srv);
+};
+
+#define SERVER_LOADERS 4
+
 struct server {
     struct ev_loop *loop;
+    const struct loader *loaders[SERVER_LOADERS];
+    void *lua;                          /* the Lua runtime's state, opaque to the core */
     struct server_config cfg;
     struct endpoint *endpoints;
     struct session_table sessions;
@@ -55,6 +70,9 @@ int server_config_set(struct server_config *c, const char *key, const char *valu
 int server_init(struct server *srv, struct ev_loop *loop);
 int server_listen(struct server *srv, const char *addr, unsigned port, char *err,
                   size_t errlen);
+/* Load a plugin (.so) or, through a loader, a script. 0 or -1 with err. */
+int server_load(struct server *srv, const char *path, const struct conf_item *conf, char *err,
+                size_t errlen);
 void server_run(struct server *srv);
 void server_fini(struct server *srv);
 

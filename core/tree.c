@@ -387,6 +387,18 @@ tree_find(const struct tree *t, const struct view *seg, unsigned nseg)
     return *slot(t, key_hash(key, k), key, k);
 }
 
+struct resource *
+tree_find_path(const struct tree *t, const char *path)
+{
+    uint8_t key[KEY_MAX];
+    size_t keylen;
+    char err[80];
+
+    if (path_key(path, key, &keylen, err, sizeof err) < 0)
+        return NULL;
+    return *slot(t, key_hash(key, keylen), key, keylen);
+}
+
 void
 tree_remove_unit(struct tree *t, struct unit *u)
 {

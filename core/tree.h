@@ -56,6 +56,8 @@ int tree_add(struct tree *t, struct resource *r);
 void tree_remove(struct tree *t, struct resource *r);
 /* Look up by request segments. */
 struct resource *tree_find(const struct tree *t, const struct view *seg, unsigned nseg);
+/* Look up by a path string as registered ("/a/b%2Fc"); NULL if absent or malformed. */
+struct resource *tree_find_path(const struct tree *t, const char *path);
 /* Remove and free every resource of unit u. */
 void tree_remove_unit(struct tree *t, struct unit *u);
 
