@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Benchmark moonlet against libcoap's example server (coap-server-notls).
 #
-# usage: tests/bench/run.sh MOONLET_BIN PLUGIN_SO [BENCH_BIN]
+# usage: tests/bench/run.sh MOONLET_BIN PLUGIN_SO [BENCH_BIN [LUA_SCRIPT]]
 #
 #   MOONLET_BIN  moonlet binary, started as: MOONLET_BIN -a ::1 -p PORT -q PLUGIN_SO
 #                ("-" skips moonlet and benchmarks libcoap only)
 #   PLUGIN_SO    plugin serving GET /hello -> 2.05 "Hello, world"
 #   BENCH_BIN    load generator (default build/coap-bench)
+#   LUA_SCRIPT   the Lua twin of PLUGIN_SO (examples/hello.lua): run by a third
+#                server, compared with the C plugin in a second table
 #
 # Environment:
 #   BENCH_SECONDS      measured seconds per run (default 4)
@@ -26,11 +28,12 @@ usage() {
 	sed -n '2,20s/^# \{0,1\}//p' "$0"
 	exit 2
 }
-[ $# -ge 2 ] && [ $# -le 3 ] || usage
+[ $# -ge 2 ] && [ $# -le 4 ] || usage
 
 MOONLET_BIN=$1
 PLUGIN_SO=$2
 BENCH_BIN=${3:-build/coap-bench}
+LUA_SCRIPT=${4:-}
 BENCH_SECONDS=${BENCH_SECONDS:-4}
 BENCH_WARMUP=${BENCH_WARMUP:-1}
 BENCH_WINDOWS=${BENCH_WINDOWS:-"1 16 256"}
@@ -62,6 +65,7 @@ fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX") || die "mktemp failed"
 MOONLET_PID=
 LIBCOAP_PID=
+LUA_PID=
 FAILED=0
 
 stop_pid() { # stop one server we started, by PID only
@@ -81,6 +85,7 @@ stop_pid() { # stop one server we started, by PID only
 cleanup() {
 	stop_pid "$MOONLET_PID"
 	stop_pid "$LIBCOAP_PID"
+	stop_pid "$LUA_PID"
 	if [ "$FAILED" != 0 ]; then
 		local f
 		for f in "$TMP"/*.log; do
@@ -94,13 +99,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Two distinct free UDP ports on ::1 (the kernel picks them; there is a small
+# Three distinct free UDP ports on ::1 (the kernel picks them; there is a small
 # window in which something else could grab them, which start-up detects).
-read -r PORT1 PORT2 < <(python3 -c '
+read -r PORT1 PORT2 PORT3 < <(python3 -c '
 import socket
 a = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); a.bind(("::1", 0))
 b = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); b.bind(("::1", 0))
-print(a.getsockname()[1], b.getsockname()[1])') || die "cannot pick free ports"
+c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); c.bind(("::1", 0))
+print(a.getsockname()[1], b.getsockname()[1], c.getsockname()[1])') || die "cannot pick free ports"
 
 # now in milliseconds (for bounded waits)
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
@@ -133,6 +139,13 @@ if [ "$MOONLET_BIN" != "-" ]; then
 		>"$TMP/moonlet.log" 2>&1 &
 	MOONLET_PID=$!
 	wait_ready "$MOONLET_PID" "$PORT1" /hello moonlet
+fi
+
+if [ "$MOONLET_BIN" != "-" ] && [ -n "$LUA_SCRIPT" ]; then
+	taskset -c "$SERVER_CPU" "$MOONLET_BIN" -a ::1 -p "$PORT3" -q "$LUA_SCRIPT" \
+		>"$TMP/lua.log" 2>&1 &
+	LUA_PID=$!
+	wait_ready "$LUA_PID" "$PORT3" /hello "moonlet (Lua)"
 fi
 
 # libcoap's example server has no fixed small text resource: "/" returns a
@@ -181,6 +194,7 @@ bench() {
 RUN_CAP=$(awk -v a="$BENCH_SECONDS" -v b="$BENCH_WARMUP" 'BEGIN { printf "%d", a + b + 15 }')
 
 rows=()
+lua_rows=()
 details=()
 configs=()
 for w in $BENCH_WINDOWS; do configs+=("CON $w"); done
@@ -200,6 +214,17 @@ for c in "${configs[@]}"; do
 	fi
 	bench libcoap "$type" "$w" "$PORT2" /example_data
 	l_line=$RESULT l_rc=$RC
+	if [ -n "$LUA_PID" ]; then
+		bench lua "$type" "$w" "$PORT3" /hello
+		[ "$RC" = 0 ] || [ "$RC" = 2 ] || FAILED=1
+		[ "$(field "$RESULT" errors)" = 0 ] || FAILED=1
+		s_rps=$(field "$RESULT" rps)
+		lua_rows+=("$(printf '%6s %4s | %10s %10s %6s | %9s %9s | %6s' "$w" "$type" \
+			"$s_rps" "$(field "$m_line" rps)" \
+			"$(awk -v a="$s_rps" -v b="$(field "$m_line" rps)" \
+				'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }')" \
+			"$(field "$RESULT" p50_us)" "$(field "$RESULT" p99_us)" "$(field "$RESULT" lost)")")
+	fi
 
 	m_rps=$(field "$m_line" rps) l_rps=$(field "$l_line" rps)
 	m_p50=$(field "$m_line" p50_us) m_p99=$(field "$m_line" p99_us)
@@ -249,7 +274,16 @@ echo
 echo "errors / lost (lost = no response within 1000 ms; fatal only if errors > 0):"
 printf '%s\n' "${details[@]}"
 
-for pid_name in "$MOONLET_PID:moonlet" "$LIBCOAP_PID:coap-server-notls"; do
+if [ -n "$LUA_PID" ]; then
+	echo
+	echo "Lua twin ($LUA_SCRIPT) against the C plugin, same run:"
+	printf '%6s %4s | %10s %10s %6s | %9s %9s | %6s\n' window type "Lua rps" "C rps" "Lua/C" \
+		"p50us" "p99us" lost
+	echo "------------+-------------------------------+---------------------+-------"
+	printf '%s\n' "${lua_rows[@]}"
+fi
+
+for pid_name in "$MOONLET_PID:moonlet" "$LIBCOAP_PID:coap-server-notls" "$LUA_PID:moonlet-lua"; do
 	pid=${pid_name%%:*}
 	[ -n "$pid" ] || continue
 	if ! kill -0 "$pid" 2>/dev/null; then

@@ -1,6 +1,6 @@
 -- sandbox.lua -- escape attempts (lua/README.md "Scripts run in a sandbox"). POST /s/probe
--- with a JSON configuration runs every attempt under pcall and answers, per attempt,
--- { allowed = bool, detail = string }. Nothing harmful runs when an attempt is allowed:
+-- with a JSON configuration runs every attempt under pcall and answers { name = allowed };
+-- /s/detail?name= tells what it returned or raised. Nothing harmful runs when allowed:
 -- os.execute / io.popen are called (with "exit 0") only when cfg.call is true.
 --   cfg = { call = bool, passwd = "/etc/passwd", beside = "<dir>/sandbox_mod.lua",
 --           dir = "<dir>", cmod = "cjson", cmod_path = ".../cjson.so", chunk_hex = "1b4c75..." }
@@ -8,10 +8,13 @@ local moonlet = require "moonlet"
 
 local function unhex(h) return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end)) end
 
+local details = {}
+
 local function probe(cfg)
   local res = {}
   local function record(name, allowed, detail)
-    res[name] = { allowed = allowed and true or false, detail = tostring(detail) }
+    res[name] = allowed and true or false
+    details[name] = tostring(detail)
   end
   local function attempt(name, f, judge)
     local ok, a, b = pcall(f)
@@ -33,54 +36,52 @@ local function probe(cfg)
 
   -- package.loadlib of a real C library
   local loadlib = package and package.loadlib
-  if not fn(loadlib) then record("package.loadlib", false, "absent")
-  else attempt("package.loadlib", function() return loadlib(cfg.cmod_path, "*") end,
+  if not fn(loadlib) then record("loadlib", false, "absent")
+  else attempt("loadlib", function() return loadlib(cfg.cmod_path, "*") end,
                function(a) return a ~= nil and a ~= false end) end
 
   -- debug
   if type(debug) ~= "table" then
-    for _, n in ipairs({ "debug", "debug.getinfo", "debug.sethook", "debug.getregistry" }) do
-      record(n, false, "absent")
-    end
+    for _, n in ipairs({ "debug", "getinfo", "sethook", "getregistry" }) do record(n, false, "absent") end
   else
     local any = false
     for _, v in pairs(debug) do if fn(v) then any = true end end
     record("debug", any, "debug table")
-    attempt("debug.getinfo", function() return debug.getinfo(1) end, function(a) return type(a) == "table" end)
-    attempt("debug.sethook", function() debug.sethook(); return true end, function(a) return a end)
-    attempt("debug.getregistry", function() return debug.getregistry() end, function(a) return type(a) == "table" end)
+    attempt("getinfo", function() return debug.getinfo(1) end, function(a) return type(a) == "table" end)
+    attempt("sethook", function() debug.sethook(); return true end, function(a) return a end)
+    attempt("getregistry", function() return debug.getregistry() end, function(a) return type(a) == "table" end)
   end
 
   -- string.dump (also through the string metatable)
   attempt("string.dump", function() return string.dump(function() return 1 end) end,
           function(a) return type(a) == "string" end)
-  attempt("(\"\").dump", function() return ("").dump(function() return 1 end) end,
+  attempt("strmeta.dump", function() return ("").dump(function() return 1 end) end,
           function(a) return type(a) == "string" end)
 
   -- load: text chunks only
   local chunk = unhex(cfg.chunk_hex)
-  attempt("load(binary)", function() return load(chunk) end, fn)
-  attempt("load(binary, 'b')", function() return load(chunk, "=bin", "b") end, fn)
-  attempt("load(binary, 'bt')", function() return load(chunk, "=bin", "bt") end, fn)
-  attempt("load(reader returning binary)", function()
+  attempt("load.bin", function() return load(chunk) end, fn)
+  attempt("load.bin.b", function() return load(chunk, "=bin", "b") end, fn)
+  attempt("load.bin.bt", function() return load(chunk, "=bin", "bt") end, fn)
+  attempt("load.reader", function()
     local done = false
     return load(function() if done then return nil end; done = true; return chunk end)
   end, fn)
-  attempt("load(text)", function() local f = load("return 1 + 1"); return f and f() end,
+  attempt("load.text", function() local f = load("return 1 + 1"); return f and f() end,
           function(a) return a == 2 end)
 
   -- files
-  attempt("io.open(/etc/passwd)", function() return io.open(cfg.passwd) end, function(a) return a ~= nil end)
-  attempt("io.open(dir/../../../../etc/passwd)", function()
+  attempt("open.passwd", function() return io.open(cfg.passwd) end, function(a) return a ~= nil end)
+  attempt("open.dotdot", function()
     return io.open(cfg.dir .. "/../../../../../../../../etc/passwd")
   end, function(a) return a ~= nil end)
-  attempt("io.lines(/etc/passwd)", function() return io.lines(cfg.passwd) end, fn)
-  attempt("io.open(beside)", function()
+  attempt("lines.passwd", function() return io.lines(cfg.passwd) end, fn)
+  attempt("open.beside", function()
     local f = io.open(cfg.beside)
     if not f then return nil end
     local line = f:read("l"); f:close(); return line
   end, function(a) return a ~= nil end)
-  attempt("io.lines(beside)", function()
+  attempt("lines.beside", function()
     for line in io.lines(cfg.beside) do return line end
   end, function(a) return a ~= nil end)
 
@@ -89,17 +90,26 @@ local function probe(cfg)
   attempt("loadfile", function() return loadfile(cfg.beside) end, fn)
 
   -- require: a C module must be refused, a Lua module beside the script found
-  attempt("require(C module)", function() return require(cfg.cmod) end, function(a) return a ~= nil end)
-  attempt("require(lua module beside)", function() return require("sandbox_mod") end,
+  attempt("require.c", function() return require(cfg.cmod) end, function(a) return a ~= nil end)
+  attempt("require.lua", function() return require("sandbox_mod") end,
           function(a) return type(a) == "table" and a.answer == 42 end)
-  local ok, mod = pcall(require, "sandbox_mod")
-  if ok and type(mod) == "table" then res.module_view = mod end
   return res
 end
 
+-- POST /s/probe -> { name = allowed } (compact: a response fits one datagram);
+-- GET /s/detail?name=NAME -> what the attempt returned or raised; GET /s/modview -> the
+-- module's own view of the sandbox
 moonlet.resource{ path = "/s/probe", post = function(req)
   local cfg = moonlet.json.decode(req.payload)
   return moonlet.CONTENT, moonlet.json.encode(probe(cfg)), { ct = moonlet.ct.json }
+end }
+moonlet.resource{ path = "/s/detail", get = function(req)
+  return moonlet.CONTENT, (details[req.query.name] or "?"):sub(1, 900)
+end }
+moonlet.resource{ path = "/s/modview", get = function(req)
+  local ok, mod = pcall(require, "sandbox_mod")
+  if not ok then return moonlet.CONTENT, moonlet.json.encode{ err = tostring(mod) }, { ct = moonlet.ct.json } end
+  return moonlet.CONTENT, moonlet.json.encode(mod), { ct = moonlet.ct.json }
 end }
 
 -- a binary chunk of `return 42` (works only without the sandbox)
