@@ -5,6 +5,7 @@
  */
 #include <stdio.h>
 
+#include "block.h"
 #include "dispatch.h"
 #include "log.h"
 #include "option.h"
@@ -77,6 +78,10 @@ dispatch(struct server *srv, struct moonlet_req *req, struct moonlet_resp *resp)
             return MOONLET_OK;
         }
     }
+    /* RFC 7959: a Block1 body is reassembled, a Block2 continuation served from its
+     * snapshot, before any handler runs */
+    if (block_request(srv, req, r, resp) == BLOCK_ANSWERED)
+        return MOONLET_OK;
     req->res = r;
     req->scratch = srv->scratch;
     req->scratch_cap = sizeof srv->scratch;
@@ -84,10 +89,13 @@ dispatch(struct server *srv, struct moonlet_req *req, struct moonlet_resp *resp)
     rc = r->unit->rt->call(r, r->h[slot], req, resp);
     if (req->answered) {                /* the handler sent its pending itself */
         r->unit->refs--;
+        block_request_done(srv, req);
         return MOONLET_DEFERRED;
     }
     if (rc == MOONLET_DEFERRED && req->pd) {
         req->pd->unit = r->unit;        /* the unit stays referenced while the pending lives */
+        req->pd->blk = req->blk;
+        block_request_done(srv, req);
         return MOONLET_DEFERRED;
     }
     r->unit->refs--;
@@ -108,5 +116,7 @@ dispatch(struct server *srv, struct moonlet_req *req, struct moonlet_resp *resp)
                                                : MOONLET_INTERNAL_SERVER_ERROR,
                     rc == MOONLET_ENOMEM ? "out of memory" : "handler failed");
     }
+    block_response(srv, req->sess, &req->blk, resp);
+    block_request_done(srv, req);
     return MOONLET_OK;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block.h"
 #include "dispatch.h"
 #include "exchange.h"
 #include "log.h"
@@ -281,6 +282,7 @@ pending_answer(moonlet_pending *pd)
 
     ev_timer_stop(srv->loop, &pd->ack_timer);
     ev_timer_stop(srv->loop, &pd->deadline);
+    block_response(srv, s, &pd->blk, &pd->resp);
     if (pd->con && !pending_acked(pd)) {
         struct msg m = {.type = MT_CON, .mid = pd->mid, .token = pd->token, .tkl = pd->tkl};
 

@@ -71,11 +71,16 @@ request_detach(const struct moonlet_req *req)
     const uint8_t *start = m->token - 4;
     const uint8_t *end = m->payload ? m->payload + m->payload_len : m->opts + m->opts_len;
     size_t len = (size_t)(end - start);
-    struct detached *d = malloc(sizeof *d + len);
+    /* a body reassembled from blocks lies outside the datagram: copy it too */
+    size_t body = req->payload && (req->payload < start || req->payload >= end)
+                      ? req->payload_len : 0;
+    struct detached *d = malloc(sizeof *d + len + body);
 
     if (d == NULL)
         return NULL;
     memcpy(d->bytes, start, len);
+    if (body)
+        memcpy(d->bytes + len, req->payload, body);
     memset(&d->req, 0, sizeof d->req);
     if (msg_parse(&d->m, d->bytes, len) != MSG_OK) {   /* it parsed once: cannot happen */
         free(d);
@@ -87,6 +92,11 @@ request_detach(const struct moonlet_req *req)
     d->req.m = &d->m;
     d->req.res = req->res;
     d->req.no_response = req->no_response;
+    d->req.blk = req->blk;
+    if (body) {
+        d->req.payload = d->bytes + len;
+        d->req.payload_len = body;
+    }
     return &d->req;
 }
 

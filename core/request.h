@@ -29,6 +29,23 @@ struct view {
 struct session;
 struct resource;
 struct server;
+struct xfer1;
+
+/* A Block option value (RFC 7959 §2.2): NUM (20 bits), M, SZX. */
+struct block_opt {
+    uint32_t num;
+    uint8_t more, szx;
+};
+
+/* What a request asked of block-wise transfer (block.c), kept with a deferred answer. */
+struct block_ctx {
+    uint8_t has_b1, has_b2, want_size2;
+    struct block_opt b1;        /* the Block1 to echo in the final response */
+    struct block_opt b2;        /* the Block2 the client asked for */
+    uint32_t variant;           /* hash of what selects the representation: query, Accept */
+    uint64_t res_id;
+    unsigned method;
+};
 
 struct moonlet_req {
     struct server *srv;
@@ -43,6 +60,8 @@ struct moonlet_req {
     moonlet_pending *pd;        /* set by moonlet_defer */
     int answered;               /* the pending was sent inside the handler */
     char *path;                 /* built on first moonlet_req_path */
+    struct block_ctx blk;
+    struct xfer1 *x1;           /* the reassembled body, owned until the request is over */
     char *scratch;              /* NUL-terminated copies handed to the handler */
     size_t scratch_len, scratch_cap;
     unsigned nseg, nq;
@@ -78,6 +97,7 @@ struct moonlet_pending {
     uint16_t mid;
     uint8_t token[MSG_TOKEN_MAX];
     unsigned no_response;
+    struct block_ctx blk;
     ev_timer ack_timer;         /* separate_after: send the empty ACK */
     ev_timer deadline;
     struct moonlet_resp resp;

@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "block.h"
 #include "exchange.h"
 #include "log.h"
 #include "plugin.h"
@@ -37,6 +38,12 @@ static const struct key {
     {"max_payload", K_BYTES, offsetof(struct server_config, max_payload), 0, 1 << 30},
     {"defer_deadline", K_SECONDS, offsetof(struct server_config, defer_deadline), 0.01, 86400},
     {"udp_rcvbuf", K_BYTES, offsetof(struct server_config, udp_rcvbuf), 0, 1 << 30},
+    {"block_size", K_BYTES, offsetof(struct server_config, block_size), 16, 1024},
+    {"max_body", K_BYTES, offsetof(struct server_config, max_body), 0, 1 << 30},
+    {"block1_bytes", K_BYTES, offsetof(struct server_config, block1_bytes), 0, 1e12},
+    {"block2_bytes", K_BYTES, offsetof(struct server_config, block2_bytes), 0, 1e12},
+    {"block_idle", K_SECONDS, offsetof(struct server_config, block_idle), 0.01, 86400},
+    {"block_per_peer", K_COUNT, offsetof(struct server_config, block_per_peer), 1, 1000},
 };
 
 void
@@ -52,9 +59,15 @@ server_config_defaults(struct server_config *c)
     c->dedup_per_peer = 64;
     c->dedup_bytes = 32u << 20;
     c->max_sessions = 10000;
-    c->max_payload = 1024;      /* one block; grows with block-wise transfer */
+    c->max_payload = 1u << 20;  /* sent block-wise when over block_size */
     c->defer_deadline = 120;
     c->udp_rcvbuf = 4u << 20;
+    c->block_size = 1024;
+    c->max_body = 1u << 20;
+    c->block1_bytes = 16u << 20;
+    c->block2_bytes = 64u << 20;
+    c->block_idle = 60;
+    c->block_per_peer = 8;
 }
 
 int
@@ -75,9 +88,12 @@ server_config_set(struct server_config *c, const char *name, const char *value, 
             return -1;
         }
         if (v < k->min || v > k->max || ((k->kind == K_COUNT || k->kind == K_BYTES) &&
-                                          v != floor(v))) {
+                                          v != floor(v)) ||
+            (k->off == offsetof(struct server_config, block_size) &&
+             ((unsigned)v & ((unsigned)v - 1)) != 0)) {
             snprintf(err, errlen, "%s=%s: must be %s between %g and %g", name, value,
-                     k->kind == K_COUNT || k->kind == K_BYTES ? "a whole number" : "a number",
+                     k->off == offsetof(struct server_config, block_size) ? "a power of two"
+                     : k->kind == K_COUNT || k->kind == K_BYTES ? "a whole number" : "a number",
                      k->min, k->max);
             return -1;
         }
@@ -221,6 +237,7 @@ server_fini(struct server *srv)
     for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next)
         ep->tp->flush(ep);
     session_table_fini(srv);
+    block_fini(srv);
     while (srv->endpoints) {
         struct endpoint *ep = srv->endpoints;
 

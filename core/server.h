@@ -25,6 +25,12 @@ struct server_config {
     size_t max_payload;         /* largest response payload a handler may set */
     double defer_deadline;      /* upper bound on a deferred response, s */
     size_t udp_rcvbuf;          /* socket receive buffer, bytes (bursts of datagrams) */
+    size_t block_size;          /* largest block we send or ask for (RFC 7959: 16..1024) */
+    size_t max_body;            /* largest request body reassembled from Block1 */
+    size_t block1_bytes;        /* reassembly buffers, all uploads together */
+    size_t block2_bytes;        /* representation snapshots, all downloads together */
+    double block_idle;          /* an idle transfer is forgotten after this, s */
+    unsigned block_per_peer;    /* uploads (and downloads) in progress per peer */
 };
 
 struct conf_item;
@@ -44,12 +50,15 @@ struct server {
     struct ev_loop *loop;
     const struct loader *loaders[SERVER_LOADERS];
     void *lua;                          /* the Lua runtime's state, opaque to the core */
+    uint64_t next_res_id;
     struct server_config cfg;
     struct endpoint *endpoints;
     struct session_table sessions;
     struct tree *tree;
     struct moonlet_plugin *plugins;
     struct moonlet_pending *pendings;   /* open deferred responses, for shutdown */
+    struct rep *reps;                   /* Block2 snapshots (block.c) */
+    size_t rep_bytes, x1_bytes;
     struct moonlet_resp resp;           /* reused for synchronous handlers */
     uint8_t txbuf[2048];                /* one serialised message */
     char scratch[REQ_SCRATCH];          /* strings handed to the running handler */

@@ -9,6 +9,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "block.h"
 #include "exchange.h"
 #include "log.h"
 #include "server.h"
@@ -60,6 +61,7 @@ session_free(struct server *srv, struct session *s)
     *pp = s->hnext;
     list_unlink(t, s);
     exchange_session_gone(srv, s);
+    block_session_sweep(srv, s, 1);
     for (unsigned i = 0; i < s->dd_cap; i++)
         free(s->dd[i].resp);
     t->dd_bytes -= s->dd_bytes;
@@ -80,10 +82,11 @@ session_table_fini(struct server *srv)
     t->buckets = NULL;
 }
 
+/* Work in progress: a deferred answer, a CON in flight, an upload half done. */
 static int
 busy(const struct session *s)
 {
-    return s->refs > 0 || s->out_head != NULL;
+    return s->refs > 0 || s->out_head != NULL || s->x1 != NULL;
 }
 
 /* Forget the least recently active idle session other than keep; 0 if none could go. */
@@ -169,6 +172,9 @@ session_sweep(struct server *srv)
         if (!busy(s))
             session_free(srv, s);
     }
+    for (s = srv->sessions.mru; s; s = s->next)    /* idle block transfers expire */
+        if (s->x1 || s->x2)
+            block_session_sweep(srv, s, 0);
 }
 
 void

@@ -51,6 +51,9 @@ struct session {
     uint16_t dd_cap, dd_n, dd_head;     /* slots [0, dd_n) in use; dd_head: next to reuse */
     size_t dd_bytes;
     struct outmsg *out_head, *out_tail; /* NSTART queue: the head is in flight */
+    struct xfer1 *x1;                   /* Block1 uploads in progress (block.c) */
+    struct xfer2 *x2;                   /* Block2 downloads and their snapshots */
+    unsigned nx1, nx2;
 };
 
 struct session_table {

@@ -338,6 +338,7 @@ tree_add(struct tree *t, struct resource *r)
     if (*pp)
         return MOONLET_EEXIST;
     r->hnext = NULL;
+    r->id = ++t->next_id;
     *pp = r;
     r->prev = t->last;
     r->next = NULL;

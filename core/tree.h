@@ -35,6 +35,7 @@ struct resource {
     unsigned has[TREE_METHODS];
     void *ud;
     struct unit *unit;
+    uint64_t id;                        /* unique for the server's life (block snapshots) */
 };
 
 struct tree {
@@ -42,6 +43,7 @@ struct tree {
     size_t nbuckets, count;
     struct resource *first, *last;
     unsigned long generation;           /* bumped on every change (link-format cache) */
+    uint64_t next_id;
 };
 
 struct tree *tree_new(void);

@@ -37,7 +37,7 @@ end }
 local r17_ok, r17_err = pcall(moonlet.resource, { path = "/l/r17", rt = 'x",</secret>;rt="y', get = ok })
 -- R18: hrefs with '>' ',' or CR LF
 local r18 = {}
-for i, p in ipairs({ "/l/a>b", "/l/a,b", "/l/a\r\nb", "/l/a<b" }) do
+for i, p in ipairs({ "/l/r18a>b", "/l/r18a,b", "/l/r18a\r\nb", "/l/r18a<b" }) do
   local okd, err = pcall(moonlet.resource, { path = p, get = ok })
   r18[i] = { path = p, ok = okd, err = tostring(err) }
 end

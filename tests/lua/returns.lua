@@ -94,3 +94,9 @@ moonlet.resource{ path = "/r/constants", get = function(req)
   out.code_str_160 = moonlet.code_str(160)
   return moonlet.CONTENT, moonlet.json.encode(out), { ct = moonlet.ct.json }
 end }
+
+-- a method's own handler wins over `handler`; a method with neither gives 4.05
+moonlet.resource{ path = "/r/mixed",
+  get = function(req) return moonlet.CONTENT, "own get" end,
+  handler = function(req) return moonlet.CHANGED, "handler " .. req.method end }
+moonlet.resource{ path = "/r/getonly", get = function(req) return moonlet.CONTENT, "g" end }

@@ -5,7 +5,7 @@
 local moonlet = require "moonlet"
 local st = moonlet.state
 st.ticks, st.after_fired, st.cancelled_fired, st.err_ticks, st.timer_slept = 0, 0, 0, 0, 0
-st.top_fired = 0
+st.top_fired, st.sleep_runs, st.sleep_done = 0, 0, 0
 
 local function json(v) return moonlet.json.encode(v) end
 
@@ -13,7 +13,9 @@ local function json(v) return moonlet.json.encode(v) end
 moonlet.after(0.1, function() st.top_fired = st.top_fired + 1 end)
 
 moonlet.resource{ path = "/w/sleep", ct = moonlet.ct.text, get = function(req)
+  st.sleep_runs = st.sleep_runs + 1
   moonlet.sleep(tonumber(req.query.s or "3"))
+  st.sleep_done = st.sleep_done + 1
   return moonlet.CONTENT, "slept"
 end }
 

@@ -1,0 +1,70 @@
+/*
+ * block.h -- block-wise transfer (RFC 7959) with Request-Tag (RFC 9175): Block1
+ * reassembly before the handler, Block2 slicing after it, for every runtime alike.
+ */
+#ifndef BLOCK_H
+#define BLOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+#include "request.h"
+
+struct server;
+struct session;
+struct resource;
+
+/* A representation snapshot: what every block of one transfer is cut from (§2.4). */
+struct rep {
+    struct rep *next, *prev;
+    unsigned refs;
+    uint64_t res_id;
+    uint32_t variant;
+    uint8_t etag[8], etag_len;
+    size_t bytes;
+    struct moonlet_resp resp;   /* code, options, the whole payload */
+};
+
+/* A peer's Block2 transfer. */
+struct xfer2 {
+    struct xfer2 *next;
+    uint64_t res_id;
+    uint32_t variant;
+    unsigned method;
+    struct rep *rep;
+    ev_tstamp expires;
+};
+
+/* A peer's Block1 upload in progress. */
+struct xfer1 {
+    struct xfer1 *next;
+    uint64_t res_id;
+    uint8_t tag[8], taglen, has_tag;
+    uint8_t szx;
+    int ct;
+    uint8_t *buf;
+    size_t len, cap;
+    ev_tstamp expires;
+};
+
+enum { BLOCK_PASS, BLOCK_ANSWERED };
+
+/* Before the handler: parse Block1/Block2, serve Block2 continuations from a snapshot,
+ * reassemble Block1. BLOCK_ANSWERED: resp holds the answer (a block, 2.31 or an error);
+ * BLOCK_PASS: call the handler (req->payload is the whole body after the last block). */
+int block_request(struct server *srv, struct moonlet_req *req, struct resource *r,
+                  struct moonlet_resp *resp);
+/* After the handler (or when a deferred answer is sent): slice a large representation,
+ * echo Block1. May replace resp by an error (a NUM past the end). */
+void block_response(struct server *srv, struct session *s, const struct block_ctx *ctx,
+                    struct moonlet_resp *resp);
+/* The request is over: release the reassembly buffer it used. */
+void block_request_done(struct server *srv, struct moonlet_req *req);
+/* Expire idle transfers of a session; free all of them when gone is set. */
+void block_session_sweep(struct server *srv, struct session *s, int gone);
+/* The snapshot cache at shutdown. */
+void block_fini(struct server *srv);
+
+#endif
