@@ -414,7 +414,7 @@ block1(struct server *srv, struct moonlet_req *req, struct resource *r, struct b
             return incomplete(resp, "content format changed");
         }
         if (off < x->len && off + len == x->len &&
-            memcmp(x->buf + off, req->payload, len) == 0) {
+            (r->body || memcmp(x->buf + off, req->payload, len) == 0)) {
             /* §2.5 with §4.5: the last block again (its ACK was lost): answer it again */
             goto ack;
         }
@@ -433,6 +433,19 @@ block1(struct server *srv, struct moonlet_req *req, struct resource *r, struct b
     if (need > srv->cfg.max_body) {
         xfer1_drop(srv, s, x);
         return too_large(srv, resp);
+    }
+    if (r->body) {                      /* streamed: the plugin takes each piece as it comes */
+        int rc = r->body(req, x->len, req->payload, len, !b.more, r->ud);
+
+        if (rc != MOONLET_OK) {
+            xfer1_drop(srv, s, x);
+            if (rc == MOONLET_ERANGE)
+                return too_large(srv, resp);
+            simple(resp, MOONLET_INTERNAL_SERVER_ERROR, "upload refused");
+            return BLOCK_ANSWERED;
+        }
+        x->len = need;
+        goto ack;
     }
     if (need > x->cap) {
         size_t cap = x->cap ? x->cap : 1024;
@@ -469,8 +482,8 @@ ack:
     /* the last block: the handler gets the whole body; the upload is the request's now */
     xfer1_unlink(s, x);
     req->x1 = x;
-    req->payload = x->buf;
-    req->payload_len = x->len;
+    req->payload = r->body ? NULL : x->buf;
+    req->payload_len = r->body ? 0 : x->len;
     req->blk.has_b1 = 1;
     req->blk.b1 = (struct block_opt){b.num, 0, (uint8_t)our};
     return BLOCK_PASS;
@@ -540,6 +553,18 @@ block_request(struct server *srv, struct moonlet_req *req, struct resource *r,
         return block1(srv, req, r, b1, has_tag ? &tag : NULL, size1, has_size1, resp);
     if (has_size1 && size1 > srv->cfg.max_body)
         return too_large(srv, resp);
+    if (r->body && req->payload_len) {  /* a streamed resource sees every body the same way */
+        int rc = r->body(req, 0, req->payload, req->payload_len, 1, r->ud);
+
+        if (rc != MOONLET_OK) {
+            if (rc == MOONLET_ERANGE)
+                return too_large(srv, resp);
+            simple(resp, MOONLET_INTERNAL_SERVER_ERROR, "upload refused");
+            return BLOCK_ANSWERED;
+        }
+        req->payload = NULL;
+        req->payload_len = 0;
+    }
     if (c->has_b2 && c->b2.num > 0) {
         struct xfer2 *x = xfer2_find(req->sess, c);
 

@@ -298,6 +298,7 @@ tree_resource_new(const moonlet_resource_def *def, size_t def_size, void *ud, st
     r->obs = d.obs;
     r->hidden = d.hidden;
     r->ud = ud;
+    r->body = d.body;
     {
         moonlet_handler hs[TREE_METHODS] = {d.any, d.get, d.post, d.put, d.del, d.fetch,
                                             d.patch, d.ipatch};

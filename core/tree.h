@@ -32,6 +32,7 @@ struct resource {
     struct attr *extra;
     unsigned nextra;
     union handler h[TREE_METHODS];
+    moonlet_body_cb body;               /* streamed uploads (C plugins), or NULL */
     unsigned has[TREE_METHODS];
     void *ud;
     struct unit *unit;

@@ -26,7 +26,7 @@ extern "C" {
 #define MOONLET_ABI_MAJOR 1
 /* Bumped when calls or struct fields are added. A plugin built against minor M loads into
  * a server whose minor is >= M. */
-#define MOONLET_ABI_MINOR 0
+#define MOONLET_ABI_MINOR 1    /* 1.1: moonlet_resource_def.body (streamed uploads) */
 
 #if defined(__GNUC__)
 #define MOONLET_API __attribute__((visibility("default")))
@@ -120,6 +120,11 @@ typedef struct moonlet_pending moonlet_pending;    /* a response that will be se
 typedef struct moonlet_timer moonlet_timer;        /* a plugin timer */
 
 typedef int (*moonlet_handler)(moonlet_req *req, moonlet_resp *resp, void *ud);
+/* A request body as it arrives, block by block (RFC 7959 Block1), in order: offset of this
+ * piece, the piece, and whether it is the last. Return MOONLET_OK to go on, MOONLET_ERANGE
+ * to refuse the body as too large (4.13), another MOONLET_E* to fail it (5.00). */
+typedef int (*moonlet_body_cb)(moonlet_req *req, size_t offset, const uint8_t *data,
+                               size_t len, int last, void *ud);
 typedef void (*moonlet_timer_cb)(moonlet_timer *t, void *ud);
 
 /* ---- the plugin descriptor -------------------------------------------------------------- */
@@ -158,6 +163,10 @@ typedef struct moonlet_resource_def {
     const moonlet_attr *extra;  /* other link attributes, ended by {NULL, NULL} */
     moonlet_handler get, post, put, del, fetch, patch, ipatch;
     moonlet_handler any;        /* used for any method without its own handler */
+    /* ABI 1.1. Streamed uploads: when set, the core does not buffer request bodies of this
+     * resource; it hands each piece to body (a body without Block1 as one last piece) and
+     * then runs the method handler with an empty payload. */
+    moonlet_body_cb body;
 } moonlet_resource_def;
 
 /* Register a resource. Call the macro, which passes the struct size.

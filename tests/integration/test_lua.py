@@ -15,7 +15,6 @@ row IDs (A1-A4, R10, R11, R17, R18, D1) where relevant. Every test starts its ow
 import glob
 import itertools
 import json
-import math
 import os
 import re
 import shutil
@@ -28,7 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from coaptest import (  # noqa: E402
     ACCEPT, ACK, CHANGED, CON, CONTENT, CONTENT_FORMAT, DELETE, DELETED, ETAG, FETCH, GET,
-    IF_MATCH, LOCATION_PATH, MAX_AGE, NON, POST, PUT, URI_HOST, URI_PORT, URI_QUERY, Server,
+    IF_MATCH, LOCATION_PATH, MAX_AGE, NON, POST, PUT, URI_HOST, URI_PORT, Server,
     cfg, check, code, code_str, coap_client, eq, error_code_of, expect_bytes, expect_msg, hx,
     link_parse, main, note, request, run_moonlet, test)
 
@@ -563,10 +562,9 @@ def t_ret_missing_method():
         eq(post(c, "r/mixed", mcode=CHANGED).payload, b"handler POST", "POST /r/mixed")
         eq(call(c, DELETE, "r/mixed", mcode=CHANGED).payload, b"handler DELETE", "DELETE")
         for method in (POST, PUT, DELETE, FETCH, PATCH, IPATCH):
-            m = call(c, method, "r/getonly", mcode=code(4, 5))
+            call(c, method, "r/getonly", mcode=code(4, 5))
         rc, out, err = coap_client("-m", "post", "-e", "x", uri(s, "r/getonly"))
         eq(error_code_of(err), "4.05", "coap-client POST /r/getonly (stderr %r)" % err)
-        del m
 
 
 @test("NON GET to a Lua handler -> NON 2.05 with the token")
@@ -1634,6 +1632,19 @@ def t_load_budgets():
     with TempScripts(files) as t:
         load_fails([t.paths["toploop.lua"]], "toploop.lua", sets=["lua.instructions=100000"])
         load_fails([t.paths["topbomb.lua"]], "topbomb.lua", sets=["lua.memory=4194304"])
+
+
+@test("bad Lua runtime settings (-s lua.bogus=1, lua.memory=abc, lua.instructions=-1, "
+      "lua.errors=loud, lua.sandbox=maybe) -> exit status 1, one error: line naming the key")
+def t_load_bad_settings():
+    bad = []
+    for setting in ("lua.bogus=1", "lua.memory=abc", "lua.instructions=-1", "lua.errors=loud",
+                    "lua.sandbox=maybe"):
+        try:
+            load_fails([script("minimal.lua")], setting.split("=")[0][4:], sets=[setting])
+        except AssertionError as e:
+            bad.append("%s: %s" % (setting, e))
+    check(not bad, "\n".join(bad))
 
 
 @test("a script file that does not exist -> exit status 1, one error: line naming the path")

@@ -5,11 +5,12 @@ running at unload. The test plugins are found beside t_basic.so. Run like test_c
 
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from coaptest import (  # noqa: E402
-    ACK, CON, CONTENT, GET, Server, cfg, check, eq, expect_msg, main, request, run_moonlet,
-    test)
+    ACK, CON, CONTENT, GET, Server, cfg, check, coap_client, eq, expect_msg, main, request,
+    run_moonlet, test)
 
 
 def plugin(name):
@@ -67,6 +68,36 @@ def t_twice():
     check(rc != 0, "exit status %r" % rc)
     check(len(errors) == 1 and "a plugin named 'hello' is already loaded" in errors[0],
           "error lines %r" % errors)
+
+
+def fnv64(data):
+    h = 14695981039346656037
+    for b in data:
+        h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+@test("streamed upload (body callback, ABI 1.1): coap-client -b 1024 PUT of 64 KiB arrives "
+      "in 64 ordered pieces, never buffered; a small PUT is one piece; over the plugin's "
+      "limit -> 4.13")
+def t_stream():
+    data = bytes((i * 7 + (i >> 8)) & 255 for i in range(65536))
+    with tempfile.TemporaryDirectory() as d, \
+            Server(plugins=hello() + [plugin("t_stream")]) as s:
+        f = os.path.join(d, "up.bin")
+        with open(f, "wb") as fh:
+            fh.write(data)
+        url = "coap://[::1]:%d/t/stream" % s.port
+        rc, out, err = coap_client("-b", "1024", "-m", "put", "-f", f, url)
+        eq(out.strip(), "65536 %016x 64" % fnv64(data), "PUT answer (%r)" % err)
+        rc, out, err = coap_client("-m", "get", url)
+        eq(out.strip(), "65536 %016x 64" % fnv64(data), "GET after")
+        rc, out, err = coap_client("-m", "put", "-e", "small", url)
+        eq(out.strip(), "5 %016x 1" % fnv64(b"small"), "a body without Block1")
+        with open(f, "wb") as fh:
+            fh.write(bytes(210000))
+        rc, out, err = coap_client("-b", "1024", "-m", "put", "-f", f, url)
+        check(err.startswith("4.13"), "over 200000 bytes: %r %r" % (out, err))
 
 
 if __name__ == "__main__":
