@@ -10,6 +10,7 @@
 #include <lualib.h>
 
 #include "log.h"
+#include "plugin.h"
 #include "runtime.h"
 #include "server.h"
 
@@ -438,6 +439,24 @@ l_print(lua_State *L)
     return 0;
 }
 
+/* moonlet.conf(key [, default]): the value of -s NAME.KEY=VALUE for this script (NAME is
+ * its file name without .lua), a string; else default. */
+static int
+l_conf(lua_State *L)
+{
+    struct script *sc = script_of(L);
+    const char *key = luaL_checkstring(L, 1), *v = NULL;
+
+    for (const struct conf_item *c = sc->conf; c; c = c->next)
+        if (sc->name && strcmp(c->plugin, sc->name) == 0 && strcmp(c->key, key) == 0)
+            v = c->value;
+    if (v)
+        lua_pushstring(L, v);
+    else
+        lua_settop(L, 2);
+    return 1;
+}
+
 static int
 l_now(lua_State *L)
 {
@@ -503,7 +522,7 @@ static const struct {
 static const luaL_Reg funcs[] = {
     {"resource", l_resource}, {"notify", l_notify}, {"sleep", l_sleep}, {"wait", l_wait},
     {"signal", l_signal}, {"after", l_after}, {"every", l_every}, {"log", l_log},
-    {"now", l_now}, {"code", l_code}, {"code_str", l_code_str}, {NULL, NULL},
+    {"now", l_now}, {"conf", l_conf}, {"code", l_code}, {"code_str", l_code_str}, {NULL, NULL},
 };
 
 /* Build the module; leave it in the registry as "moonlet" (require returns it) and set
@@ -511,7 +530,6 @@ static const luaL_Reg funcs[] = {
 int
 lib_open(lua_State *L, struct script *sc)
 {
-    (void)sc;
     luaL_openlibs(L);           /* the sandbox picks from these (sandbox.c) */
     luaL_newmetatable(L, "moonlet.resource");
     lua_createtable(L, 0, 1);
@@ -548,6 +566,8 @@ lib_open(lua_State *L, struct script *sc)
     lua_setfield(L, -2, "cbor");
     lua_newtable(L);
     lua_setfield(L, -2, "state");
+    lua_pushstring(L, sc->dir);
+    lua_setfield(L, -2, "script_dir");
     lua_setfield(L, LUA_REGISTRYINDEX, "moonlet");
     lua_pushcfunction(L, l_print);
     lua_setfield(L, LUA_REGISTRYINDEX, "moonlet.print");

@@ -419,6 +419,7 @@ script_free(struct lua_rt *rt, struct script *sc)
     }
     free(sc->path);
     free(sc->dir);
+    free(sc->name);
     free(sc);
 }
 
@@ -531,6 +532,15 @@ lua_load_script(struct server *srv, const char *path, const struct conf_item *co
     }
     sc->dir = strdup(dirname(tmp));
     free(tmp);
+    if ((tmp = strdup(path)) != NULL) {
+        char *base = basename(tmp), *dot = strrchr(base, '.');
+
+        if (dot)
+            *dot = '\0';
+        sc->name = strdup(base);
+        free(tmp);
+    }
+    sc->conf = conf;
     sc->rt = rt;
     sc->unit.rt = &runtime_lua;
     sc->unit.name = sc->path;

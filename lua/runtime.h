@@ -18,6 +18,7 @@
 
 struct server;
 struct script;
+struct conf_item;
 
 /* The runtime's settings (-s lua.KEY=VALUE) and its scripts, one per server. */
 struct lua_rt {
@@ -67,6 +68,8 @@ struct script {
     int npool;
     struct ltimer *timers;
     int env_ref;                /* the sandbox _ENV */
+    char *name;                 /* file name without ".lua": its -s NAME.KEY settings */
+    const struct conf_item *conf;
 };
 
 /* The script whose state L (or a thread of it) belongs to. */
