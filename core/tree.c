@@ -97,7 +97,9 @@ path_key(const char *path, uint8_t *key, size_t *keylen, char *err, size_t errle
                 c = hi << 4 | lo;
                 p += 2;
             } else if (c <= 0x20 || c == 0x7f || c == '?' || c == '#' || c == '<' ||
-                       c == '>' || c == '"' || c == '\\') {
+                       c == '>' || c == '"' || c == '\\' || c == ',') {
+                /* RFC 6690 §2: ',' separates links; a raw one in an href is refused
+                 * (percent-encoded, "%2C", it is a plain segment byte) */
                 snprintf(err, errlen, "character 0x%02x not allowed (percent-encode it)", c);
                 return -1;
             }

@@ -568,6 +568,11 @@ lua_load_script(struct server *srv, const char *path, const struct conf_item *co
     rc = lua_pcall(sc->L, 0, 0, 1);
     lua_sethook(sc->L, NULL, 0, 0);
     sc->loading = 0;
+    if (rc == LUA_ERRMEM) {     /* no message handler runs for a memory error */
+        snprintf(err, errlen, "%s: not enough memory while loading: the script's state "
+                 "reached lua.memory (%zu KiB)", path, rt->memory >> 10);
+        goto fail;
+    }
     if (rc != LUA_OK) {
         const char *msg = lua_tostring(sc->L, -1);
 

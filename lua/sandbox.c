@@ -258,11 +258,6 @@ sandbox_env(lua_State *L, struct script *sc)
     static const char *const io_f[] = {"open", "lines", "type", NULL};
     int env;
 
-    /* string.dump is reachable through every string's metatable: drop it at the source */
-    lua_getglobal(L, "string");
-    lua_pushnil(L);
-    lua_setfield(L, -2, "dump");
-    lua_pop(L, 1);
     if (!sc->rt->sandbox) {
         lua_pushglobaltable(L);
         lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
@@ -271,6 +266,11 @@ sandbox_env(lua_State *L, struct script *sc)
         lua_pop(L, 1);
         return 0;
     }
+    /* string.dump is reachable through every string's metatable: drop it at the source */
+    lua_getglobal(L, "string");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 1);
     lua_newtable(L);
     env = lua_gettop(L);
     lua_pushglobaltable(L);

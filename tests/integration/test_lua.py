@@ -36,7 +36,7 @@ ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 LUA_DIR = os.path.normpath(os.path.join(HERE, "..", "lua"))
 
 PATCH, IPATCH = 6, 7
-LOCATION_QUERY, SIZE1 = 20, 60
+LOCATION_QUERY, SIZE1, BLOCK2, BLOCK1, SIZE2 = 20, 60, 23, 27, 28
 CREATED, VALID, CONTINUE = code(2, 1), code(2, 3), code(2, 31)
 BAD_REQUEST, NOT_FOUND, NOT_ACCEPTABLE = code(4, 0), code(4, 4), code(4, 6)
 UNSUPPORTED_CF, INTERNAL = code(4, 15), code(5, 0)
@@ -96,8 +96,8 @@ def next_mid():
     return next(_mids) & 0xFFFF
 
 
-def call(c, method, path, query=(), options=(), payload=b"", mcode=None, mtype=CON,
-         timeout=5.0):
+def call1(c, method, path, query=(), options=(), payload=b"", mcode=None, mtype=CON,
+          timeout=5.0):
     """One request with a fresh MID and a 2-byte token; the answer must be piggybacked (CON)
     or a NON with the token; mcode, when given, must match. Returns the Msg."""
     mid = next_mid()
@@ -107,6 +107,50 @@ def call(c, method, path, query=(), options=(), payload=b"", mcode=None, mtype=C
     if mtype == CON:
         return expect_msg(m, d, ACK, mcode, mid, tok)
     return expect_msg(m, d, NON, mcode, None, tok)
+
+
+def call(c, method, path, query=(), options=(), payload=b"", mcode=None, mtype=CON,
+         timeout=5.0):
+    """call1, and when the answer is block 0 of a Block2 transfer (RFC 7959) of a GET or
+    FETCH, the following blocks too: the Msg returned carries the whole payload (and the
+    first block's options). A larger answer to another method fails the test."""
+    m = call1(c, method, path, query, options, payload, mcode, mtype, timeout)
+    b2 = m.opt_uint(BLOCK2)
+    if b2 is None or not b2 & 8:
+        return m
+    check(method in (GET, FETCH), "the answer to method 0.%02d is larger than one block "
+          "(%r): keep it under the block size" % (method, m))
+    parts, szx, num = [m.payload], b2 & 7, b2 >> 4
+    for _ in range(256):
+        nxt = call1(c, method, path, query, list(options) + [(BLOCK2, (num + 1) << 4 | szx)],
+                    payload, m.code, mtype, timeout)
+        b = nxt.opt_uint(BLOCK2)
+        check(b is not None and b >> 4 == num + 1, "block %d: Block2 %r" % (num + 1, nxt))
+        eq(nxt.opt(ETAG), m.opt(ETAG), "ETag of block %d" % (num + 1))
+        parts.append(nxt.payload)
+        num += 1
+        if not b & 8:
+            m.payload = b"".join(parts)
+            m.blocks = num + 1
+            return m
+    raise AssertionError("more than 256 blocks")
+
+
+def upload(c, method, path, body, szx=6, query=(), options=(), mcode=None):
+    """A Block1 upload (RFC 7959 §2.5) of body in blocks of 16 << szx bytes: 2.31 Continue
+    for every block but the last; returns the final answer."""
+    size = 16 << szx
+    nblocks = max(1, (len(body) + size - 1) // size)
+    for num in range(nblocks):
+        more = num < nblocks - 1
+        piece = body[num * size:(num + 1) * size]
+        o = list(options) + [(BLOCK1, num << 4 | (8 if more else 0) | szx)]
+        if more:
+            m = call1(c, method, path, query, o, piece, CONTINUE)
+            b1 = m.opt_uint(BLOCK1)
+            check(b1 is not None and b1 >> 4 == num, "2.31 without Block1 %d: %r" % (num, m))
+        else:
+            return call(c, method, path, query, o, piece, mcode)
 
 
 def get(c, path, **kw):
@@ -536,8 +580,8 @@ def t_ret_bad_request():
 @test("code constants have their RFC 7252/7959/8132 values and go on the wire as such; "
       "moonlet.ct values; moonlet.code(2,5)=69, code_str(69)='2.05'")
 def t_ret_constants():
-    # the JSON of every constant is ~1.5 KB: above the default max_payload (1024)
-    with lua_server("returns.lua", opts={"max_payload": 1900}) as s, s.client() as c:
+    # the JSON of every constant is ~1.5 KB: more than one block (call() follows Block2)
+    with lua_server("returns.lua") as s, s.client() as c:
         k = js(get(c, "r/constants", mcode=CONTENT))
         exp_codes = {n: code(*v) for n, v in CODE_CONSTANTS.items()}
         eq(k["codes"], exp_codes, "code constants")
@@ -630,14 +674,11 @@ def req_opts(c, method=GET, **kw):
     return {k: opt_decode(v) for k, v in r["req"].items()}
 
 
-REQ_OPTS = {"max_payload": 1900}    # an echo is larger than the default 1024 B
-
-
 @test("request fields: GET /req/echo?limit=10&tag=a&tag=b&flag -> method, path, segments, "
       "query (repeated key -> list, item without '=' -> true), query_raw, payload '', "
       "no ct/accept/identity, peer '[::1]:PORT'")
 def t_req_fields():
-    with lua_server("request.lua", opts=REQ_OPTS) as s, s.client() as c:
+    with lua_server("request.lua") as s, s.client() as c:
         r = echo(c, query=["limit=10", "tag=a", "tag=b", "flag"])["req"]
         eq(r["method"], "GET", "req.method")
         eq(r["path"], "/req/echo", "req.path")
@@ -656,7 +697,7 @@ def t_req_fields():
 
 @test("A1 payload with NUL bytes reaches Lua with its full length and bytes (1 B, 7 B, 1000 B)")
 def t_req_a1():
-    with lua_server("request.lua", opts=REQ_OPTS) as s, s.client() as c:
+    with lua_server("request.lua") as s, s.client() as c:
         big = b"\x00" * 500 + bytes(range(256)) + b"\x00" * 244
         for body in (b"a\x00b\x00\x00c\xff", b"\x00", big):
             r = echo(c, POST, payload=body)["req"]
@@ -674,7 +715,7 @@ def t_req_a1():
 @test("req.ct, req.accept; req:option()/req:options() by name and number: uint options as "
       "numbers, others as strings, repeated as lists, absent -> nil and {}")
 def t_req_options():
-    with lua_server("request.lua", opts=REQ_OPTS) as s, s.client() as c:
+    with lua_server("request.lua") as s, s.client() as c:
         opts = [(URI_HOST, "example.net"), (ETAG, b"\x01\x00"), (ETAG, b"e2"),
                 (IF_MATCH, b"\xaa"), (ACCEPT, 50), (CONTENT_FORMAT, 60), (URI_PORT, 5683),
                 (SIZE1, 1234), (2048, b"el\x00ective")]
@@ -705,7 +746,7 @@ def t_req_options():
 
 @test("req.method for every method: GET POST PUT DELETE FETCH PATCH iPATCH")
 def t_req_methods():
-    with lua_server("request.lua", opts=REQ_OPTS) as s, s.client() as c:
+    with lua_server("request.lua") as s, s.client() as c:
         for num, name in ((GET, "GET"), (POST, "POST"), (PUT, "PUT"), (DELETE, "DELETE"),
                           (FETCH, "FETCH"), (PATCH, "PATCH"), (IPATCH, "iPATCH")):
             eq(echo(c, num)["req"]["method"], name, "req.method for code 0.%02d" % num)
@@ -714,7 +755,7 @@ def t_req_methods():
 @test("percent-encoded resource paths: /req/a%20b is the segment 'a b'; /req/x%2Fy one "
       "segment 'x/y' (never 'x','y')")
 def t_req_percent():
-    with lua_server("request.lua", opts=REQ_OPTS) as s, s.client() as c:
+    with lua_server("request.lua") as s, s.client() as c:
         r = echo(c, path=["req", "a b"])["req"]
         eq(lua_list(r["segments"]["v"]), ["req", "a b"], "segments")
         r = echo(c, path=["req", "x/y"])["req"]
@@ -726,14 +767,13 @@ def t_req_percent():
 @test("the request stays readable after moonlet.sleep (0.2 s piggybacked, 0.8 s as a separate "
       "response): every field equal before and after")
 def t_req_after_sleep():
-    with lua_server("request.lua", opts=dict(REQ_OPTS, separate_after=0.5)) as s, \
-            s.client() as c:
+    with lua_server("request.lua", opts={"separate_after": 0.5}) as s, s.client() as c:
         body = b"x\x00y"
         opts = [(ETAG, b"\x01"), (ACCEPT, 50)]
         r = echo(c, POST, query=["sleep=0.2", "k=v"], options=opts, payload=body)
         eq(r["after_sleep"], r["req"], "request fields after a 0.2 s sleep")
         eq(unhex(r["req"]["payload_hex"]), body, "payload")
-        r = echo(c, POST, "req/opts", query=["sleep=0.2"], options=opts, payload=body)
+        r = echo(c, GET, "req/opts", query=["sleep=0.2"], options=opts)
         eq(r["after_sleep"], r["req"], "req:option()/options() after a 0.2 s sleep")
         eq(r["after_sleep"]["ETag"], "s:01 [s:01]", "req:option('ETag') after a sleep")
         mid = next_mid()
@@ -750,7 +790,7 @@ def t_req_after_sleep():
 
 @test("req.peer for an IPv4 peer (-a 127.0.0.1 -p 0) -> '127.0.0.1:PORT'")
 def t_req_peer_v4():
-    with lua_server("request.lua", opts=REQ_OPTS, addr="127.0.0.1") as s, s.client() as c:
+    with lua_server("request.lua", addr="127.0.0.1") as s, s.client() as c:
         eq(echo(c)["req"]["peer"], "127.0.0.1:%d" % c.sock.getsockname()[1], "req.peer")
 
 
@@ -1567,6 +1607,60 @@ def t_misc_state():
         eq(got, [b"1", b"2", b"3"], "counter in moonlet.state")
 
 
+@test("moonlet.conf(key, default) reads -s misc.greeting=Hi (else the default; nil without "
+      "one); moonlet.script_dir is the script's directory")
+def t_misc_conf():
+    with lua_server("misc.lua", sets=["misc.greeting=Hi"]) as s, s.client() as c:
+        r = js(get(c, "m/conf", mcode=CONTENT))
+        eq((r["greeting"], r["missing"], r["missing_t"]), ("Hi", "nil", "nil"), "moonlet.conf")
+        eq(os.path.realpath(r["dir"]), os.path.realpath(LUA_DIR), "moonlet.script_dir")
+    with lua_server("misc.lua") as s, s.client() as c:
+        eq(js(get(c, "m/conf", mcode=CONTENT))["greeting"], "none", "moonlet.conf default")
+
+
+# =============================================================================================
+# block-wise transfer through Lua handlers (lua/README.md: "the core does every protocol
+# detail behind it ... block-wise transfer")
+# =============================================================================================
+
+@test("A3 a 3000-byte string from a Lua handler (default max_payload) -> Block2 transfer: "
+      "blocks of 1024 with M set but on the last, reassembled byte-exact; coap-client prints "
+      "all of it")
+def t_block2():
+    with lua_server("errors.lua") as s, s.client() as c:
+        m = call1(c, GET, "e/ret", query=["k=big", "n=3000"], mcode=CONTENT)
+        eq(m.opt_uint(BLOCK2), 0 << 4 | 8 | 6, "Block2 of the first block (NUM 0, M, SZX 6)")
+        eq(len(m.payload), 1024, "first block")
+        m = get(c, "e/ret", query=["k=big", "n=3000"], mcode=CONTENT)
+        eq((m.blocks, m.payload), (3, b"x" * 3000), "reassembled payload")
+        out = client_ok(*coap_client("-m", "get", uri(s, "e/ret?k=big&n=3000")))
+        eq(out.rstrip("\n"), "x" * 3000, "coap-client output")
+        ok_get(c, "e/ok")
+
+
+@test("A1 a 2500-byte body with NUL bytes uploaded with Block1 (raw, SZX 6 and SZX 2) and by "
+      "coap-client -f -> the handler runs once and sees the whole body")
+def t_block1():
+    body = (b"\x00" * 700 + bytes(range(256)) * 4 + b"\x00" * 776)[:2500]
+    with lua_server("request.lua") as s, s.client() as c:
+        for szx in (6, 2):
+            m = upload(c, POST, "req/echo", body, szx=szx, mcode=CONTENT)
+            r = js(m)["req"]
+            eq((r["payload_len"], r["payload_sum"]), (len(body), checksum(body)),
+               "#req.payload and checksum (SZX %d)" % szx)
+        d = tempfile.mkdtemp(prefix="moonlet-body-")
+        try:
+            f = os.path.join(d, "body.bin")
+            with open(f, "wb") as fh:
+                fh.write(body)
+            out = client_ok(*coap_client("-m", "post", "-f", f, uri(s, "req/echo")))
+            r = json.loads(out)["req"]
+            eq((r["payload_len"], r["payload_sum"]), (len(body), checksum(body)),
+               "coap-client -f: #req.payload and checksum")
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 # =============================================================================================
 # loading: start-up failures and several units together
 # =============================================================================================
@@ -1663,8 +1757,7 @@ def t_load_among_good():
 @test("several scripts and a plugin together: each served; /.well-known/core lists the "
       "resources of all of them")
 def t_load_together():
-    with lua_server("returns.lua", "request.lua", "minimal.lua", opts=REQ_OPTS,
-                    hello=True) as s, \
+    with lua_server("returns.lua", "request.lua", "minimal.lua", hello=True) as s, \
             s.client() as c:
         ok_get(c, "r/code_payload", b"21.5")
         ok_get(c, "v", b"one")

@@ -30,3 +30,11 @@ moonlet.resource{ path = "/m/hits", post = function(req)
   st.hits = st.hits + 1
   return moonlet.CHANGED, tostring(st.hits)
 end }
+
+-- moonlet.conf(key [, default]): -s misc.KEY=VALUE; moonlet.script_dir
+moonlet.resource{ path = "/m/conf", get = function(req)
+  return moonlet.CONTENT, moonlet.json.encode{
+    greeting = moonlet.conf("greeting", "none"), missing = tostring(moonlet.conf("missing")),
+    missing_t = type(moonlet.conf("missing")), dir = moonlet.script_dir,
+  }, { ct = moonlet.ct.json }
+end }

@@ -102,7 +102,7 @@ static void
 test_validation(void)
 {
     static const char *bad_paths[] = {"", "a", "//", "/a//b", "/a/", "/%zz", "/%4", "/a b",
-                                      "/a?b", "/a#b", "/<x>", "/a\"b"};
+                                      "/a?b", "/a#b", "/<x>", "/a\"b", "/a,b"};
     char err[200];
 
     for (size_t i = 0; i < sizeof bad_paths / sizeof *bad_paths; i++) {
