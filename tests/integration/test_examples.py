@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""test_examples.py -- the shipped examples, driven by coap-client-notls: sensors.lua (the
+discovery example of the CoAP chapter, exact link attributes, filters, reads, writes and
+validation), firmware.lua (a 256 KiB image block-wise, an atomic log upload), hello.lua
+(answers like the C plugin) and plugtest.lua (its core resources). Run like test_core.py.
+"""
+
+import hashlib
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from coaptest import Server, check, coap_client, eq, link_parse, main, test  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def example(name):
+    return os.path.join(ROOT, "examples", name)
+
+
+def get(s, path, *args):
+    rc, out, err = coap_client("-m", "get", *args, "coap://[::1]:%d%s" % (s.port, path))
+    check(rc == 0, "coap-client exit %r for %s: %r" % (rc, path, err))
+    return out.rstrip("\n"), err.strip()
+
+
+def links(s, query=""):
+    out, err = get(s, "/.well-known/core" + query)
+    return dict(link_parse(out))
+
+
+SENSORS = {
+    "/sensors/temp": {"rt": ["temperature"], "if": ["sensor"], "obs": [None]},
+    "/sensors/humidity": {"rt": ["humidity"], "if": ["sensor"], "obs": [None]},
+    "/sensors/pressure": {"rt": ["pressure"], "if": ["sensor"]},
+    "/actuators/led": {"rt": ["light"], "if": ["actuator"]},
+    "/config/interval": {"rt": ["config"], "if": ["parameter"]},
+    "/sensors/temp_outdoor": {"rt": ["temperature"]},
+}
+
+
+@test("sensors.lua: /.well-known/core lists exactly the chapter's resources and attributes")
+def t_sensors_discovery():
+    with Server(plugins=[example("sensors.lua")]) as s:
+        got = links(s)
+        eq(sorted(got), sorted(SENSORS), "resources")
+        for href, want in SENSORS.items():
+            attrs = {k: v for k, v in got[href].items() if k in ("rt", "if", "obs")}
+            eq(attrs, want, href + " rt/if/obs")
+
+
+@test("sensors.lua: ?rt=temperature -> temp and temp_outdoor only; ?obs -> the observable "
+      "ones; ?if=sensor -> the four sensors")
+def t_sensors_filters():
+    with Server(plugins=[example("sensors.lua")]) as s:
+        eq(sorted(links(s, "?rt=temperature")), ["/sensors/temp", "/sensors/temp_outdoor"],
+           "?rt=temperature")
+        eq(sorted(links(s, "?obs")), ["/sensors/humidity", "/sensors/temp"], "?obs")
+        eq(sorted(links(s, "?if=sensor")), ["/sensors/humidity", "/sensors/pressure",
+                                            "/sensors/temp"], "?if=sensor")
+
+
+@test("sensors.lua: a reading as text and as JSON (Accept 50); Accept 41 -> 4.06")
+def t_sensors_read():
+    import json
+    with Server(plugins=[example("sensors.lua")]) as s:
+        out, _ = get(s, "/sensors/temp")
+        check(15 < float(out) < 30, "temperature %r" % out)
+        out, _ = get(s, "/sensors/humidity", "-A", "50")
+        v = json.loads(out)
+        eq(v["unit"], "%RH", "unit")
+        check(30 < v["value"] < 60, "humidity %r" % v)
+        out, err = get(s, "/sensors/temp", "-A", "41")
+        check(err.startswith("4.06"), "Accept 41: %r" % err)
+
+
+@test("sensors.lua: PUT /actuators/led on/off, bad value -> 4.00 with a reason; "
+      "/config/interval validated")
+def t_sensors_write():
+    with Server(plugins=[example("sensors.lua")]) as s:
+        url = "coap://[::1]:%d" % s.port
+        rc, out, err = coap_client("-m", "put", "-e", "on", url + "/actuators/led")
+        eq(err.strip(), "", "PUT on")
+        eq(get(s, "/actuators/led")[0], "on", "led")
+        rc, out, err = coap_client("-m", "put", "-e", "blink", url + "/actuators/led")
+        check(err.startswith("4.00") and "on" in err, "bad led value: %r" % err)
+        eq(get(s, "/actuators/led")[0], "on", "led unchanged")
+        for bad in ("abc", "5.5", "0", "3601"):
+            rc, out, err = coap_client("-m", "put", "-e", bad, url + "/config/interval")
+            check(err.startswith("4.00 interval must be"), "interval %r: %r" % (bad, err))
+        rc, out, err = coap_client("-m", "put", "-e", "2", url + "/config/interval")
+        eq(err.strip(), "", "interval 2")
+        eq(get(s, "/config/interval")[0], "2", "interval")
+
+
+@test("firmware.lua: 256 KiB image at block sizes 1024, 256 and 16 with a stable ETag; "
+      "a 64 KiB log upload stored atomically in the data directory")
+def t_firmware():
+    with tempfile.TemporaryDirectory() as d:
+        image = os.urandom(256 * 1024)
+        with open(os.path.join(d, "update.bin"), "wb") as f:
+            f.write(image)
+        with Server(plugins=[example("firmware.lua")],
+                    sets=["firmware.dir=" + d, "lua.paths=" + d]) as s:
+            url = "coap://[::1]:%d" % s.port
+            for b in (1024, 256, 16):
+                out = os.path.join(d, "out%d" % b)
+                rc, _, err = coap_client("-b", b, "-m", "get", url + "/firmware/update.bin",
+                                         "-o", out, timeout=120)
+                with open(out, "rb") as f:
+                    eq(hashlib.sha256(f.read()).hexdigest(), hashlib.sha256(image).hexdigest(),
+                       "SHA-256 at block size %d (%r)" % (b, err))
+            log = os.urandom(64 * 1024)
+            with open(os.path.join(d, "my.log"), "wb") as f:
+                f.write(log)
+            rc, _, err = coap_client("-b", 512, "-m", "put", "-f", os.path.join(d, "my.log"),
+                                     url + "/logs/daily", timeout=60)
+            eq(err.strip(), "", "upload")
+            with open(os.path.join(d, "daily.log"), "rb") as f:
+                eq(f.read() == log, True, "stored log equals the upload")
+            check(not os.path.exists(os.path.join(d, "daily.log.tmp")), "no temporary left")
+
+
+@test("hello.lua answers like the hello plugin: /hello, /echo, discovery attributes")
+def t_hello_twin():
+    lua_links = None
+    for unit in ([example("hello.lua")], [p for p in __import__("coaptest").cfg.plugins
+                                          if p.endswith("hello.so")]):
+        with Server(plugins=unit) as s:
+            eq(get(s, "/hello")[0], "Hello, world", "/hello")
+            rc, out, err = coap_client("-m", "post", "-e", "hi", "-t", "0",
+                                       "coap://[::1]:%d/echo" % s.port)
+            eq(out.rstrip("\n"), "hi", "/echo")
+            got = links(s)
+            if lua_links is None:
+                lua_links = got
+            else:
+                eq(lua_links, got, "discovery of hello.lua vs hello.so")
+
+
+@test("plugtest.lua: /test, /seg1/seg2/seg3, /query, /multi-format, /large (block-wise), "
+      "/link1..3 filters")
+def t_plugtest():
+    with Server(plugins=[example("plugtest.lua")]) as s:
+        check(get(s, "/test")[0], "/test payload")
+        check(get(s, "/seg1/seg2/seg3")[0] != "", "/seg1/seg2/seg3")
+        check("first=1" in get(s, "/query?first=1")[0], "/query echoes the query")
+        out, _ = get(s, "/multi-format", "-A", "41")
+        check(out.startswith("<"), "/multi-format as XML: %r" % out[:40])
+        with tempfile.TemporaryDirectory() as d:
+            f = os.path.join(d, "large")
+            coap_client("-m", "get", "coap://[::1]:%d/large" % s.port, "-o", f)
+            eq(os.path.getsize(f), 1280, "/large size (two blocks)")
+        eq(sorted(links(s, "?rt=Type1")), ["/link1", "/link3"], "?rt=Type1")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
