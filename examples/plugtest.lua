@@ -6,12 +6,11 @@
 --   TD_COAP_LINK_01..09  /.well-known/core filtered over /link1..3, /path, /large...
 --   TD_COAP_BLOCK_*      /large, /large-update, /large-create, /large-post
 --   TD_COAP_OBS_*        /obs, /obs-non
--- The core does Block-wise (RFC 7959) and Observe (RFC 7641): the BLOCK and OBS tests pass
--- fully only once those land (finished in the block-wise/observe issues). Until then the
--- large resources and /.well-known/core (about 1.4 KB here) fit one datagram only with a
--- larger max_payload:
+-- The core does block-wise transfer (RFC 7959) for the large resources and the 1.4 KB
+-- /.well-known/core; Observe (RFC 7641) comes with the observe issue, so the OBS tests
+-- pass fully only once it lands.
 --
---   build/moonlet -o max_payload=2048 examples/plugtest.lua
+--   build/moonlet examples/plugtest.lua
 local moonlet = require "moonlet"
 local ct = moonlet.ct
 
