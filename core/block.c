@@ -217,12 +217,21 @@ serve_block(struct server *srv, const struct block_ctx *c, const struct moonlet_
         moonlet_resp_option_uint(resp, MOONLET_OPT_SIZE2, (uint32_t)total);
 }
 
+static void xfer2_free(struct server *srv, struct session *s, struct xfer2 *x);
+
+/* The peer's live transfer of this response; one past block_idle is gone even if the
+ * sweep has not run yet. */
 static struct xfer2 *
-xfer2_find(struct session *s, const struct block_ctx *c)
+xfer2_find(struct server *srv, struct session *s, const struct block_ctx *c)
 {
-    for (struct xfer2 *x = s->x2; x; x = x->next)
-        if (x->res_id == c->res_id && x->variant == c->variant && x->method == c->method)
-            return x;
+    for (struct xfer2 *x = s->x2; x; x = x->next) {
+        if (x->res_id == c->res_id && x->variant == c->variant && x->method == c->method) {
+            if (x->expires > ev_now(srv->loop))
+                return x;
+            xfer2_free(srv, s, x);
+            return NULL;
+        }
+    }
     return NULL;
 }
 
@@ -243,7 +252,7 @@ xfer2_free(struct server *srv, struct session *s, struct xfer2 *x)
 static void
 xfer2_set(struct server *srv, struct session *s, const struct block_ctx *c, struct rep *rep)
 {
-    struct xfer2 *x = xfer2_find(s, c);
+    struct xfer2 *x = xfer2_find(srv, s, c);
 
     if (x == NULL) {
         if (s->nx2 >= srv->cfg.block_per_peer) {    /* forget the oldest (the list tail) */
@@ -306,14 +315,15 @@ block_response(struct server *srv, struct session *s, const struct block_ctx *c,
 
 /* ---- Block1 ------------------------------------------------------------------------ */
 
-static struct xfer1 *
-xfer1_find(struct session *s, uint64_t res_id, const struct msg_opt *tag)
+/* RFC 9175 §3.3: blocks belong to one operation when they agree on the resource, the
+ * method, the options that are not about the blocks (the query and Accept: the variant)
+ * and the Request-Tag. */
+static int
+xfer1_match(const struct xfer1 *x, const struct block_ctx *c, const struct msg_opt *tag)
 {
-    for (struct xfer1 *x = s->x1; x; x = x->next)
-        if (x->res_id == res_id && x->has_tag == (tag != NULL) &&
-            (!tag || (x->taglen == tag->len && memcmp(x->tag, tag->val, tag->len) == 0)))
-            return x;
-    return NULL;
+    return x->res_id == c->res_id && x->method == c->method && x->variant == c->variant &&
+           x->has_tag == (tag != NULL) &&
+           (!tag || (x->taglen == tag->len && memcmp(x->tag, tag->val, tag->len) == 0));
 }
 
 static void
@@ -362,12 +372,28 @@ incomplete(struct moonlet_resp *resp, const char *why)
     return BLOCK_ANSWERED;
 }
 
+/* The upload these blocks belong to; one idle past block_idle is dropped here. */
+static struct xfer1 *
+xfer1_find(struct server *srv, struct session *s, const struct block_ctx *c,
+           const struct msg_opt *tag)
+{
+    for (struct xfer1 *x = s->x1; x; x = x->next) {
+        if (xfer1_match(x, c, tag)) {
+            if (x->expires > ev_now(srv->loop))
+                return x;
+            xfer1_drop(srv, s, x);
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
 static int
 block1(struct server *srv, struct moonlet_req *req, struct resource *r, struct block_opt b,
        const struct msg_opt *tag, uint32_t size1, int has_size1, struct moonlet_resp *resp)
 {
     struct session *s = req->sess;
-    struct xfer1 *x = xfer1_find(s, r->id, tag);
+    struct xfer1 *x = xfer1_find(srv, s, &req->blk, tag);
     size_t size = 16u << b.szx, len = req->payload_len, off = (size_t)b.num * size, need;
     unsigned our = b.szx < server_szx(srv) ? b.szx : server_szx(srv);
 
@@ -390,6 +416,8 @@ block1(struct server *srv, struct moonlet_req *req, struct resource *r, struct b
                 return BLOCK_ANSWERED;
             }
             x->res_id = r->id;
+            x->method = req->method;
+            x->variant = req->blk.variant;
             if (tag) {
                 x->has_tag = 1;
                 x->taglen = (uint8_t)tag->len;
@@ -547,8 +575,8 @@ block_request(struct server *srv, struct moonlet_req *req, struct resource *r,
         simple(resp, MOONLET_BAD_REQUEST, "BERT (SZX 7) is not for UDP");
         return BLOCK_ANSWERED;
     }
-    if (c->has_b2 || has_b1)
-        c->variant = variant_of(req);
+    /* every request: a download that starts without Block2 continues from its snapshot */
+    c->variant = variant_of(req);
     if (has_b1)
         return block1(srv, req, r, b1, has_tag ? &tag : NULL, size1, has_size1, resp);
     if (has_size1 && size1 > srv->cfg.max_body)
@@ -566,7 +594,7 @@ block_request(struct server *srv, struct moonlet_req *req, struct resource *r,
         req->payload_len = 0;
     }
     if (c->has_b2 && c->b2.num > 0) {
-        struct xfer2 *x = xfer2_find(req->sess, c);
+        struct xfer2 *x = xfer2_find(srv, req->sess, c);
 
         if (x) {                        /* a later block of a transfer: its snapshot */
             x->expires = ev_now(srv->loop) + srv->cfg.block_idle;

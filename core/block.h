@@ -41,6 +41,8 @@ struct xfer2 {
 struct xfer1 {
     struct xfer1 *next;
     uint64_t res_id;
+    uint32_t variant;
+    unsigned method;
     uint8_t tag[8], taglen, has_tag;
     uint8_t szx;
     int ct;

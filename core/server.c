@@ -161,6 +161,7 @@ server_init(struct server *srv, struct ev_loop *loop)
     struct server_config *c = &srv->cfg;
     /* §4.8.2 */
     double span = c->ack_timeout * (pow(2, c->max_retransmit) - 1) * c->ack_random_factor;
+    double sweep;
 
     srv->loop = loop;
     if (c->exchange_lifetime <= 0)
@@ -178,7 +179,10 @@ server_init(struct server *srv, struct ev_loop *loop)
     ev_prepare_init(&srv->flush, flush_cb);
     ev_prepare_start(loop, &srv->flush);
     ev_unref(loop);     /* housekeeping watchers do not keep the loop alive */
-    ev_timer_init(&srv->sweep, sweep_cb, 5.0, 5.0);
+    /* the sweep frees idle sessions and transfers; often enough that a short block_idle
+     * returns its memory on time */
+    sweep = c->block_idle / 2 < 5.0 ? c->block_idle / 2 : 5.0;
+    ev_timer_init(&srv->sweep, sweep_cb, sweep, sweep);
     ev_timer_start(loop, &srv->sweep);
     ev_unref(loop);
     ev_signal_init(&srv->sigint, signal_cb, SIGINT);
