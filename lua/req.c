@@ -244,6 +244,10 @@ lreq_push(lua_State *L, struct coro *co, struct moonlet_req *req)
     lr->detached = 0;
     luaL_setmetatable(L, "moonlet.req");
     co->lreq = lr;
+    /* anchored until lreq_release: once the handler returns nothing on its stack refers
+     * to it, and a collection while its answer is converted would free it under us */
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, co);
 }
 
 int
@@ -273,6 +277,8 @@ lreq_release(struct coro *co)
     lr->req = NULL;
     lr->detached = 0;
     co->lreq = NULL;
+    lua_pushnil(co->sc->L);
+    lua_rawsetp(co->sc->L, LUA_REGISTRYINDEX, co);
 }
 
 /* ---- the response --------------------------------------------------------------------- */
