@@ -313,6 +313,36 @@ block_response(struct server *srv, struct session *s, const struct block_ctx *c,
                                  block_encode(c->b1.num, 0, c->b1.szx));
 }
 
+struct rep *
+block_notification(struct server *srv, const struct block_ctx *c, struct moonlet_resp *resp)
+{
+    struct rep *rep;
+    uint8_t etag[8], elen;
+
+    if (MSG_CLASS(resp->code) != 2 || resp->plen <= (16u << server_szx(srv)))
+        return NULL;
+    if ((rep = rep_get(srv, c, resp)) != NULL) {
+        serve_block(srv, c, &rep->resp, rep->etag, rep->etag_len, resp);
+        return rep;
+    }
+    etag_of(resp, etag, &elen);     /* no room for a snapshot: block 0 all the same */
+    serve_block(srv, c, resp, etag, elen, resp);
+    return NULL;
+}
+
+void
+block_attach(struct server *srv, struct session *s, const struct block_ctx *c, struct rep *rep)
+{
+    rep->refs++;
+    xfer2_set(srv, s, c, rep);
+}
+
+void
+block_rep_release(struct server *srv, struct rep *rep)
+{
+    rep_release(srv, rep);
+}
+
 /* ---- Block1 ------------------------------------------------------------------------ */
 
 /* RFC 9175 §3.3: blocks belong to one operation when they agree on the resource, the

@@ -62,6 +62,14 @@ int block_request(struct server *srv, struct moonlet_req *req, struct resource *
  * echo Block1. May replace resp by an error (a NUM past the end). */
 void block_response(struct server *srv, struct session *s, const struct block_ctx *ctx,
                     struct moonlet_resp *resp);
+/* A notification (RFC 7641 with RFC 7959 §3.4): a large representation becomes its
+ * block 0 in resp. Returns its snapshot (one reference) for block_attach, or NULL. */
+struct rep *block_notification(struct server *srv, const struct block_ctx *c,
+                               struct moonlet_resp *resp);
+/* s fetches the rest of rep's blocks like a transfer of its own. */
+void block_attach(struct server *srv, struct session *s, const struct block_ctx *c,
+                  struct rep *rep);
+void block_rep_release(struct server *srv, struct rep *rep);
 /* The request is over: release the reassembly buffer it used. */
 void block_request_done(struct server *srv, struct moonlet_req *req);
 /* Expire idle transfers of a session; free all of them when gone is set. */

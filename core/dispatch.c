@@ -8,6 +8,7 @@
 #include "block.h"
 #include "dispatch.h"
 #include "log.h"
+#include "observe.h"
 #include "option.h"
 #include "server.h"
 #include "tree.h"
@@ -35,7 +36,6 @@ dispatch(struct server *srv, struct moonlet_req *req, struct moonlet_resp *resp)
     struct resource *r;
     unsigned verdict, code, slot;
     char diag[96];
-    int rc;
 
     verdict = request_parse(req, req->m);
     /* §5.4.1: an unrecognised critical option rejects the request, whatever else it has */
@@ -82,26 +82,47 @@ dispatch(struct server *srv, struct moonlet_req *req, struct moonlet_resp *resp)
      * snapshot, before any handler runs */
     if (block_request(srv, req, r, resp) == BLOCK_ANSWERED)
         return MOONLET_OK;
+    /* RFC 7641 §4.1: a GET/FETCH with Observe registers once its answer is a success */
+    req->obs = observe_request(srv, req, r);
+    if (dispatch_call(srv, r, slot, req, resp) == MOONLET_DEFERRED) {
+        block_request_done(srv, req);
+        return MOONLET_DEFERRED;
+    }
+    block_response(srv, req->sess, &req->blk, resp);
+    block_request_done(srv, req);
+    if (req->obs)
+        observe_answer(srv, req->obs, resp);
+    dispatch_changed(srv, r, req->method, resp->code);
+    return MOONLET_OK;
+}
+
+int
+dispatch_call(struct server *srv, struct resource *r, unsigned slot, struct moonlet_req *req,
+              struct moonlet_resp *resp)
+{
+    int rc;
+
     req->res = r;
     req->scratch = srv->scratch;
+    req->scratch_len = 0;
     req->scratch_cap = sizeof srv->scratch;
     r->unit->refs++;
     rc = r->unit->rt->call(r, r->h[slot], req, resp);
     if (req->answered) {                /* the handler sent its pending itself */
         r->unit->refs--;
-        block_request_done(srv, req);
         return MOONLET_DEFERRED;
     }
     if (rc == MOONLET_DEFERRED && req->pd) {
         req->pd->unit = r->unit;        /* the unit stays referenced while the pending lives */
         req->pd->blk = req->blk;
-        block_request_done(srv, req);
         return MOONLET_DEFERRED;
     }
     r->unit->refs--;
     if (req->pd) {                      /* deferred, yet answered now: the pending is void */
         req->pd->gone = 1;
         req->pd->req = NULL;
+        req->pd->obs = NULL;
+        req->pd->group = NULL;
         req->pd = NULL;
     }
     if (rc == MOONLET_DEFERRED) {
@@ -116,7 +137,15 @@ dispatch(struct server *srv, struct moonlet_req *req, struct moonlet_resp *resp)
                                                : MOONLET_INTERNAL_SERVER_ERROR,
                     rc == MOONLET_ENOMEM ? "out of memory" : "handler failed");
     }
-    block_response(srv, req->sess, &req->blk, resp);
-    block_request_done(srv, req);
     return MOONLET_OK;
+}
+
+void
+dispatch_changed(struct server *srv, struct resource *r, unsigned method, unsigned code)
+{
+    /* RFC 7641 §2: a state change by a successful PUT, POST, DELETE or (i)PATCH notifies
+     * the resource's observers when it asked for that (autonotify) */
+    if (r->autonotify && r->groups && MSG_CLASS(code) == 2 && method != MOONLET_GET &&
+        method != MOONLET_FETCH)
+        observe_notify(srv, r);
 }

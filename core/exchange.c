@@ -11,6 +11,7 @@
 #include "dispatch.h"
 #include "exchange.h"
 #include "log.h"
+#include "observe.h"
 #include "plugin.h"
 #include "server.h"
 #include "session.h"
@@ -19,12 +20,15 @@ struct outmsg {
     struct outmsg *next;
     struct session *sess;
     struct server *srv;
+    struct observer *obs;       /* a CON notification's observer, else NULL */
     ev_timer timer;
     unsigned retries;
     double timeout;
     uint16_t mid;
-    size_t len;
-    uint8_t buf[];
+    uint8_t stale;              /* replaced by a newer notification since last sent */
+    uint8_t *buf;               /* inline, or malloc'd when a replacement outgrew it */
+    size_t len, cap;
+    uint8_t inline_buf[];
 };
 
 static void
@@ -42,15 +46,35 @@ send_empty(struct endpoint *ep, const struct peer *to, unsigned type, uint16_t m
 static void out_start(struct outmsg *om);
 
 static void
-out_done(struct outmsg *om)
+out_free(struct outmsg *om)
+{
+    if (om->buf != om->inline_buf)
+        free(om->buf);
+    free(om);
+}
+
+/* The head of the queue is over (how: OBS_ACKED, OBS_REJECTED, OBS_TIMEOUT); the next
+ * one starts. */
+static void
+out_done(struct outmsg *om, int how)
 {
     struct session *s = om->sess;
+    struct server *srv = om->srv;
+    struct observer *o = om->obs;
 
-    ev_timer_stop(om->srv->loop, &om->timer);
+    ev_timer_stop(srv->loop, &om->timer);
+    if (how == OBS_ACKED && om->stale) {
+        /* RFC 7641 §4.5.2: the peer has an older state; the newest goes out now */
+        om->stale = 0;
+        out_start(om);
+        return;
+    }
     s->out_head = om->next;
     if (s->out_head == NULL)
         s->out_tail = NULL;
-    free(om);
+    out_free(om);
+    if (o)
+        observe_con_done(srv, o, how);
     if (s->out_head)
         out_start(s->out_head);
 }
@@ -67,12 +91,20 @@ out_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 
         log_debug("%s: CON %u not acknowledged, given up", peer_str(&om->sess->peer, pb,
                   sizeof pb), om->mid);
-        out_done(om);
+        out_done(om, OBS_TIMEOUT);
         return;
     }
     /* §4.2: the timeout doubles with each retransmission */
     om->retries++;
     om->timeout *= 2;
+    if (om->stale) {
+        /* RFC 7641 §4.5.2: a newer notification replaces the one being retransmitted; it
+         * keeps the retransmission counter and timeout, under a MID of its own */
+        om->stale = 0;
+        om->mid = om->sess->next_mid++;
+        om->buf[2] = (uint8_t)(om->mid >> 8);
+        om->buf[3] = (uint8_t)om->mid;
+    }
     ep->tp->send(ep, &om->sess->peer, om->buf, om->len);
     ev_timer_set(&om->timer, om->timeout, 0);
     ev_timer_start(loop, &om->timer);
@@ -88,6 +120,7 @@ out_start(struct outmsg *om)
     om->mid = s->next_mid++;
     om->buf[2] = (uint8_t)(om->mid >> 8);
     om->buf[3] = (uint8_t)om->mid;
+    om->retries = 0;
     /* §4.2: initial timeout random in [ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR] */
     om->timeout = srv->cfg.ack_timeout *
                   (1.0 + server_random(srv) * (srv->cfg.ack_random_factor - 1.0));
@@ -96,18 +129,20 @@ out_start(struct outmsg *om)
     ev_timer_start(srv->loop, &om->timer);
 }
 
-/* Queue a serialised CON (its MID is assigned when it leaves the queue). */
-static int
-out_queue(struct server *srv, struct session *s, const uint8_t *buf, size_t len)
+struct outmsg *
+exchange_con_send(struct server *srv, struct session *s, const uint8_t *buf, size_t len,
+                  struct observer *o)
 {
     struct outmsg *om = malloc(sizeof *om + len);
 
     if (om == NULL)
-        return -1;
+        return NULL;
     memset(om, 0, sizeof *om);
     om->sess = s;
     om->srv = srv;
-    om->len = len;
+    om->obs = o;
+    om->buf = om->inline_buf;
+    om->len = om->cap = len;
     memcpy(om->buf, buf, len);
     ev_init(&om->timer, out_timeout);
     if (s->out_tail)
@@ -117,7 +152,38 @@ out_queue(struct server *srv, struct session *s, const uint8_t *buf, size_t len)
     s->out_tail = om;
     if (s->out_head == om)
         out_start(om);
+    return om;
+}
+
+int
+exchange_con_replace(struct outmsg *om, const uint8_t *buf, size_t len)
+{
+    uint8_t mid[2] = {om->buf[2], om->buf[3]};
+
+    if (len > om->cap) {
+        uint8_t *nb = malloc(len);
+
+        if (nb == NULL)
+            return -1;
+        if (om->buf != om->inline_buf)
+            free(om->buf);
+        om->buf = nb;
+        om->cap = len;
+    }
+    memcpy(om->buf, buf, len);
+    om->len = len;
+    if (om->sess->out_head == om) {     /* in flight: sent at its next retransmission */
+        om->buf[2] = mid[0];
+        om->buf[3] = mid[1];
+        om->stale = 1;
+    }
     return 0;
+}
+
+void
+exchange_con_forget(struct outmsg *om)
+{
+    om->obs = NULL;
 }
 
 void
@@ -128,7 +194,7 @@ exchange_session_gone(struct server *srv, struct session *s)
     for (; om; om = next) {
         next = om->next;
         ev_timer_stop(srv->loop, &om->timer);
-        free(om);
+        out_free(om);
     }
     s->out_head = s->out_tail = NULL;
 }
@@ -139,8 +205,12 @@ ack_or_rst(struct endpoint *ep, const struct peer *from, const struct msg *m)
 {
     struct session *s = session_find(ep->srv, ep, from);
 
-    if (s && s->out_head && s->out_head->mid == m->mid)
-        out_done(s->out_head);   /* ACK: delivered; RST: the peer refuses it — either ends it */
+    if (s == NULL)
+        return;
+    if (s->out_head && s->out_head->mid == m->mid)
+        out_done(s->out_head, m->type == MT_ACK ? OBS_ACKED : OBS_REJECTED);
+    else if (m->type == MT_RST && s->obs)
+        observe_rst(ep->srv, s, m->mid);    /* RFC 7641 §3.6: a NON notification refused */
 }
 
 /* ---- responses ------------------------------------------------------------------- */
@@ -282,7 +352,18 @@ pending_answer(moonlet_pending *pd)
 
     ev_timer_stop(srv->loop, &pd->ack_timer);
     ev_timer_stop(srv->loop, &pd->deadline);
+    if (pd->group || pd->notify_only) {     /* a notification's build, not a peer's answer */
+        observe_deliver(srv, pd->group, &pd->resp);
+        pd->group = NULL;
+        return;
+    }
     block_response(srv, s, &pd->blk, &pd->resp);
+    if (pd->obs) {
+        observe_answer(srv, pd->obs, &pd->resp);
+        pd->obs = NULL;
+    }
+    if (pd->res)
+        dispatch_changed(srv, pd->res, pd->blk.method, pd->resp.code);
     if (pd->con && !pending_acked(pd)) {
         struct msg m = {.type = MT_CON, .mid = pd->mid, .token = pd->token, .tkl = pd->tkl};
 
@@ -298,7 +379,7 @@ pending_answer(moonlet_pending *pd)
     if (n < 0)
         return;
     if (pd->con)
-        out_queue(srv, s, srv->txbuf, (size_t)n);
+        exchange_con_send(srv, s, srv->txbuf, (size_t)n, NULL);
     else
         s->ep->tp->send(s->ep, &s->peer, srv->txbuf, (size_t)n);
 }
@@ -330,6 +411,10 @@ pending_free(moonlet_pending *pd)
     if (pd->next)
         pd->next->prev = pd->prev;
     session_release(srv, pd->sess);
+    if (pd->obs)                /* never answered: the registration does not happen */
+        observe_answer(srv, pd->obs, NULL);
+    if (pd->group)
+        observe_deliver(srv, pd->group, NULL);
     if (pd->req) {              /* sent or dropped inside the handler itself */
         pd->req->pd = NULL;
         pd->req->answered = 1;
@@ -353,7 +438,13 @@ exchange_defer(struct moonlet_req *req, unsigned deadline_ms)
         return NULL;
     pd->srv = srv;
     pd->sess = req->sess;
-    pd->con = req->m->type == MT_CON;
+    pd->con = req->m->type == MT_CON && req->group == NULL;
+    pd->group = req->group;
+    pd->notify_only = req->group != NULL;
+    pd->obs = req->obs;
+    if (req->obs)
+        req->obs->pd = pd;
+    pd->res = req->res;
     pd->mid = req->m->mid;
     pd->tkl = req->m->tkl;
     memcpy(pd->token, req->m->token, req->m->tkl);
@@ -373,9 +464,8 @@ exchange_defer(struct moonlet_req *req, unsigned deadline_ms)
     return pd;
 }
 
-/* The handler returned MOONLET_DEFERRED: arm the timers. */
-static void
-pending_start(struct server *srv, moonlet_pending *pd)
+void
+exchange_pending_start(struct server *srv, moonlet_pending *pd)
 {
     if (pd->con) {
         if (srv->cfg.separate_after <= 0)
@@ -468,7 +558,7 @@ request(struct endpoint *ep, const struct peer *from, const struct msg *m)
     if (dispatch(srv, &req, &srv->resp) == MOONLET_DEFERRED) {
         if (req.pd) {           /* NULL: already answered from inside the handler */
             req.pd->req = NULL;
-            pending_start(srv, req.pd);
+            exchange_pending_start(srv, req.pd);
         }
         return;
     }

@@ -10,6 +10,8 @@
 
 struct server;
 struct session;
+struct outmsg;
+struct observer;
 
 /* One datagram from a peer. */
 void exchange_input(struct endpoint *ep, const struct peer *from, const uint8_t *buf,
@@ -21,6 +23,16 @@ int exchange_pending_send(moonlet_pending *pd);
 void exchange_pending_drop(moonlet_pending *pd);
 /* Free every outgoing message of a session (shutdown / forget). */
 void exchange_session_gone(struct server *srv, struct session *s);
+/* Queue a serialised CON to s (NSTART = 1: its MID is set when it leaves the queue) and
+ * retransmit it until acknowledged; o, if set, hears how it ended. NULL on ENOMEM. */
+struct outmsg *exchange_con_send(struct server *srv, struct session *s, const uint8_t *buf,
+                                 size_t len, struct observer *o);
+/* Replace the bytes of a queued or in-flight CON by a newer message (RFC 7641 §4.5.2). */
+int exchange_con_replace(struct outmsg *om, const uint8_t *buf, size_t len);
+/* The observer of om is gone; the message still goes. */
+void exchange_con_forget(struct outmsg *om);
+/* Arm a pending's timers once its handler has returned MOONLET_DEFERRED. */
+void exchange_pending_start(struct server *srv, moonlet_pending *pd);
 /* Create (or return) the pending of a request; NULL on ENOMEM. */
 moonlet_pending *exchange_defer(struct moonlet_req *req, unsigned deadline_ms);
 /* A unit (plugin, script) is unloading: answer 5.03 to the pendings it left open and free

@@ -294,6 +294,7 @@ linkfmt_register(struct server *srv)
     w->srv = srv;
     w->unit.rt = &wkc_runtime;
     w->unit.name = "builtin";
+    w->unit.srv = srv;
     r = tree_resource_new(&def, sizeof def, w, &w->unit, err, sizeof err);
     if (r == NULL) {
         free(w);

@@ -12,6 +12,7 @@
 
 #include "exchange.h"
 #include "log.h"
+#include "observe.h"
 #include "plugin.h"
 #include "server.h"
 #include "tree.h"
@@ -80,6 +81,7 @@ plugin_load(struct server *srv, const char *path, const struct conf_item *conf, 
     p->info = info;
     p->srv = srv;
     p->unit.rt = &runtime_c;
+    p->unit.srv = srv;
     p->unit.name = p->copy.name;
     p->conf.items = conf;
     p->conf.name = p->copy.name;
@@ -117,6 +119,7 @@ plugin_unload(struct server *srv, struct moonlet_plugin *p)
     if (p->copy.fini)
         p->copy.fini(p);
     timers_stop_all(p);
+    observe_unit_gone(srv, &p->unit);
     exchange_unit_gone(srv, &p->unit);
     tree_remove_unit(srv->tree, &p->unit);
     plugin_free(p);
@@ -153,6 +156,17 @@ const char *
 moonlet_resource_path(const moonlet_resource *r)
 {
     return ((const struct resource *)r)->path;
+}
+
+int
+moonlet_notify(moonlet_resource *mr)
+{
+    struct resource *r = (struct resource *)mr;
+
+    if (r == NULL)
+        return MOONLET_EINVAL;
+    observe_notify(r->unit->srv, r);
+    return MOONLET_OK;
 }
 
 void

@@ -93,6 +93,8 @@ request_detach(const struct moonlet_req *req)
     d->req.res = req->res;
     d->req.no_response = req->no_response;
     d->req.blk = req->blk;
+    d->req.obs = req->obs;
+    d->req.group = req->group;
     if (body) {
         d->req.payload = d->bytes + len;
         d->req.payload_len = body;

@@ -30,6 +30,8 @@ struct session;
 struct resource;
 struct server;
 struct xfer1;
+struct observer;
+struct obs_group;
 
 /* A Block option value (RFC 7959 §2.2): NUM (20 bits), M, SZX. */
 struct block_opt {
@@ -62,6 +64,8 @@ struct moonlet_req {
     char *path;                 /* built on first moonlet_req_path */
     struct block_ctx blk;
     struct xfer1 *x1;           /* the reassembled body, owned until the request is over */
+    struct observer *obs;       /* the observer this request registers (observe.c) */
+    struct obs_group *group;    /* set: not a peer's request but a notification's build */
     char *scratch;              /* NUL-terminated copies handed to the handler */
     size_t scratch_len, scratch_cap;
     unsigned nseg, nq;
@@ -94,10 +98,14 @@ struct moonlet_pending {
     struct unit *unit;          /* held while the pending lives (reload drains on it) */
     struct moonlet_req *req;    /* while the handler runs */
     uint8_t con, tkl, acked, gone;
+    uint8_t notify_only;        /* a notification's build: never answers the peer */
     uint16_t mid;
     uint8_t token[MSG_TOKEN_MAX];
     unsigned no_response;
     struct block_ctx blk;
+    struct observer *obs;       /* registers when the answer is a success */
+    struct obs_group *group;    /* a notification's build: the answer goes to its group */
+    struct resource *res;       /* for the notify after a change (autonotify) */
     ev_timer ack_timer;         /* separate_after: send the empty ACK */
     ev_timer deadline;
     struct moonlet_resp resp;

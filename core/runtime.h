@@ -10,6 +10,7 @@
 #include "include/moonlet.h"
 
 struct resource;
+struct server;
 
 /* What a resource stores per method: a C function or a runtime's own reference. */
 union handler {
@@ -32,6 +33,7 @@ int runtime_c_call(struct resource *r, union handler h, moonlet_req *req, moonle
 /* A unit of code: a plugin or a script; resources point to it. */
 struct unit {
     const struct runtime *rt;
+    struct server *srv;
     const char *name;
     unsigned refs;
 };

@@ -13,6 +13,7 @@
 #include "block.h"
 #include "exchange.h"
 #include "log.h"
+#include "observe.h"
 #include "plugin.h"
 #include "server.h"
 #include "tree.h"
@@ -44,6 +45,11 @@ static const struct key {
     {"block2_bytes", K_BYTES, offsetof(struct server_config, block2_bytes), 0, 1e12},
     {"block_idle", K_SECONDS, offsetof(struct server_config, block_idle), 0.01, 86400},
     {"block_per_peer", K_COUNT, offsetof(struct server_config, block_per_peer), 1, 1000},
+    {"observe_max", K_COUNT, offsetof(struct server_config, observe_max), 0, 1e8},
+    {"observe_per_peer", K_COUNT, offsetof(struct server_config, observe_per_peer), 0, 1e8},
+    {"observe_con_every", K_COUNT, offsetof(struct server_config, observe_con_every), 1, 1e6},
+    {"observe_con_interval", K_SECONDS, offsetof(struct server_config, observe_con_interval),
+     1, 86400},
 };
 
 void
@@ -68,6 +74,10 @@ server_config_defaults(struct server_config *c)
     c->block2_bytes = 64u << 20;
     c->block_idle = 60;
     c->block_per_peer = 8;
+    c->observe_max = 100000;
+    c->observe_per_peer = 256;
+    c->observe_con_every = 20;
+    c->observe_con_interval = 86400;    /* RFC 7641 §4.5: a CON at least every 24 hours */
 }
 
 int
@@ -134,6 +144,8 @@ flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     struct server *srv = (struct server *)((char *)w - offsetof(struct server, flush));
 
     (void)loop, (void)revents;
+    if (srv->obs.dirty)
+        observe_flush(srv);
     for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next)
         ep->tp->flush(ep);
 }
@@ -155,6 +167,20 @@ signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* SIGUSR1: one line of state, for operators (and tests that watch state come and go) */
+static void
+stats_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct server *srv = (struct server *)((char *)w - offsetof(struct server, sigusr1));
+
+    (void)loop, (void)revents;
+    log_notice("stats: sessions %zu observers %zu uploads %zu bytes snapshots %zu bytes "
+               "rx %lu tx %lu dup %lu rst %lu dropped %lu evicted %lu overload %lu",
+               srv->sessions.count, srv->obs.count, srv->x1_bytes, srv->rep_bytes,
+               srv->stats.rx, srv->stats.tx, srv->stats.dup, srv->stats.rst,
+               srv->stats.dropped, srv->stats.evicted, srv->stats.overload);
+}
+
 int
 server_init(struct server *srv, struct ev_loop *loop)
 {
@@ -174,6 +200,8 @@ server_init(struct server *srv, struct ev_loop *loop)
         return -1;
     srv->sessions.key = srv->rng * 0xD6E8FEB86659FD93ULL;
     resp_init(&srv->resp, c->max_payload);
+    if (observe_init(srv) < 0)
+        return -1;
     if (linkfmt_register(srv) < 0)
         return -1;
     ev_prepare_init(&srv->flush, flush_cb);
@@ -189,6 +217,9 @@ server_init(struct server *srv, struct ev_loop *loop)
     ev_signal_start(loop, &srv->sigint);
     ev_signal_init(&srv->sigterm, signal_cb, SIGTERM);
     ev_signal_start(loop, &srv->sigterm);
+    ev_signal_init(&srv->sigusr1, stats_cb, SIGUSR1);
+    ev_signal_start(loop, &srv->sigusr1);
+    ev_unref(loop);
     return 0;
 }
 
@@ -241,6 +272,7 @@ server_fini(struct server *srv)
     for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next)
         ep->tp->flush(ep);
     session_table_fini(srv);
+    observe_fini(srv);
     block_fini(srv);
     while (srv->endpoints) {
         struct endpoint *ep = srv->endpoints;
@@ -257,4 +289,6 @@ server_fini(struct server *srv)
     ev_timer_stop(srv->loop, &srv->sweep);
     ev_signal_stop(srv->loop, &srv->sigint);
     ev_signal_stop(srv->loop, &srv->sigterm);
+    ev_ref(srv->loop);
+    ev_signal_stop(srv->loop, &srv->sigusr1);
 }

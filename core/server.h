@@ -8,6 +8,9 @@
 #include <ev.h>
 
 #include "request.h"
+
+struct observer;
+struct obs_group;
 #include "session.h"
 #include "transport.h"
 
@@ -31,6 +34,10 @@ struct server_config {
     size_t block2_bytes;        /* representation snapshots, all downloads together */
     double block_idle;          /* an idle transfer is forgotten after this, s */
     unsigned block_per_peer;    /* uploads (and downloads) in progress per peer */
+    unsigned observe_max;       /* observers in total (RFC 7641) */
+    unsigned observe_per_peer;  /* observers per peer */
+    unsigned observe_con_every; /* at least every Nth notification is a CON (§4.5) */
+    double observe_con_interval; /* and at least one CON in this many seconds (§4.5: 24 h) */
 };
 
 struct conf_item;
@@ -58,12 +65,20 @@ struct server {
     struct moonlet_plugin *plugins;
     struct moonlet_pending *pendings;   /* open deferred responses, for shutdown */
     struct rep *reps;                   /* Block2 snapshots (block.c) */
+    struct {                            /* observe.c */
+        struct observer **buckets;      /* hash on (session, token) */
+        size_t nbuckets, count;
+        struct obs_group *dirty, *dirty_tail;   /* notified groups, built before sleeping */
+        uint8_t tmpl[2048];             /* one notification, serialised without token */
+        struct moonlet_resp resp;       /* a notification being built */
+        ev_idle wake;                   /* keeps the loop from sleeping with groups dirty */
+    } obs;
     size_t rep_bytes, x1_bytes;
     struct moonlet_resp resp;           /* reused for synchronous handlers */
     uint8_t txbuf[2048];                /* one serialised message */
     char scratch[REQ_SCRATCH];          /* strings handed to the running handler */
     uint64_t rng;
-    ev_signal sigint, sigterm;
+    ev_signal sigint, sigterm, sigusr1;
     ev_prepare flush;
     ev_timer sweep;
     struct {

@@ -12,6 +12,7 @@
 #include "block.h"
 #include "exchange.h"
 #include "log.h"
+#include "observe.h"
 #include "server.h"
 #include "session.h"
 
@@ -60,6 +61,7 @@ session_free(struct server *srv, struct session *s)
         pp = &(*pp)->hnext;
     *pp = s->hnext;
     list_unlink(t, s);
+    observe_session_gone(srv, s);
     exchange_session_gone(srv, s);
     block_session_sweep(srv, s, 1);
     for (unsigned i = 0; i < s->dd_cap; i++)
@@ -82,11 +84,12 @@ session_table_fini(struct server *srv)
     t->buckets = NULL;
 }
 
-/* Work in progress: a deferred answer, a CON in flight, an upload half done. */
+/* Work in progress: a deferred answer, a CON in flight, an upload half done, or an
+ * observation (RFC 7641: it lasts until the client cancels it or stops acknowledging). */
 static int
 busy(const struct session *s)
 {
-    return s->refs > 0 || s->out_head != NULL || s->x1 != NULL;
+    return s->refs > 0 || s->out_head != NULL || s->x1 != NULL || s->obs != NULL;
 }
 
 /* Forget the least recently active idle session other than keep; 0 if none could go. */

@@ -5,7 +5,8 @@
  * Bounds: at most cfg.dedup_per_peer dedup entries per peer (a ring: the oldest is
  * overwritten), at most cfg.max_sessions peers and cfg.dedup_bytes of cached responses in
  * total; over either total, the least recently active idle peer is forgotten. A peer idle
- * for EXCHANGE_LIFETIME is forgotten by the sweep.
+ * for EXCHANGE_LIFETIME is forgotten by the sweep, unless it has work in progress or
+ * observes something.
  */
 #ifndef SESSION_H
 #define SESSION_H
@@ -54,6 +55,8 @@ struct session {
     struct xfer1 *x1;                   /* Block1 uploads in progress (block.c) */
     struct xfer2 *x2;                   /* Block2 downloads and their snapshots */
     unsigned nx1, nx2;
+    struct observer *obs;               /* its observations (observe.c) */
+    unsigned nobs;
 };
 
 struct session_table {

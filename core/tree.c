@@ -299,6 +299,8 @@ tree_resource_new(const moonlet_resource_def *def, size_t def_size, void *ud, st
     r->sz = d.sz;
     r->obs = d.obs;
     r->hidden = d.hidden;
+    r->autonotify = d.autonotify;  /* zero bits in definitions older than ABI 1.2 */
+    r->notify_con = d.notify_con;
     r->ud = ud;
     r->body = d.body;
     {

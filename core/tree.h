@@ -12,6 +12,8 @@
 #include "request.h"
 #include "runtime.h"
 
+struct obs_group;
+
 #define TREE_METHODS 8      /* index 1..7 = method code, 0 = "any" */
 
 struct attr {
@@ -28,7 +30,7 @@ struct resource {
     char *rt, *iface, *title;
     int *ct;                            /* ended by MOONLET_CT_END; NULL: any */
     long sz;
-    unsigned obs : 1, hidden : 1;
+    unsigned obs : 1, hidden : 1, autonotify : 1, notify_con : 1;
     struct attr *extra;
     unsigned nextra;
     union handler h[TREE_METHODS];
@@ -37,6 +39,7 @@ struct resource {
     void *ud;
     struct unit *unit;
     uint64_t id;                        /* unique for the server's life (block snapshots) */
+    struct obs_group *groups;           /* its observers, by representation (observe.c) */
 };
 
 struct tree {

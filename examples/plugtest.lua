@@ -7,8 +7,8 @@
 --   TD_COAP_BLOCK_*      /large, /large-update, /large-create, /large-post
 --   TD_COAP_OBS_*        /obs, /obs-non
 -- The core does block-wise transfer (RFC 7959) for the large resources and the 1.4 KB
--- /.well-known/core; Observe (RFC 7641) comes with the observe issue, so the OBS tests
--- pass fully only once it lands.
+-- /.well-known/core, and Observe (RFC 7641): /obs notifies in CON messages, /obs-non in
+-- NON messages (with the core's periodic CON check).
 --
 --   build/moonlet examples/plugtest.lua
 local moonlet = require "moonlet"
@@ -131,12 +131,12 @@ moonlet.resource{
 
 -- Observable clocks, rewritten every 5 s. A PUT replaces the value until the next tick
 -- and notifies; a DELETE notifies 4.04 (which ends the observations) until the next tick
--- recreates it. /obs-non's notifications go as NON, which is the core's choice.
+-- recreates it.
 local clocks = {}
-local function clock(path, title)
+local function clock(path, title, con)
   local c = { doc = document(os.date("!%H:%M:%S")) }
   c.resource = moonlet.resource{
-    path = path, rt = "observe", obs = true, title = title,
+    path = path, rt = "observe", obs = true, title = title, notify_con = con,
     get = function(req) return serve(req, c.doc, { max_age = 5 }) end,
     put = function(req)
       local code = c.doc and moonlet.CHANGED or moonlet.CREATED
@@ -151,7 +151,7 @@ local function clock(path, title)
   }
   clocks[#clocks + 1] = c
 end
-clock("/obs", "Observable resource which changes every 5 seconds")
+clock("/obs", "Observable resource which changes every 5 seconds", true)
 clock("/obs-non", "Observable resource which changes every 5 seconds, notified as NON")
 moonlet.every(5, function()
   for _, c in ipairs(clocks) do

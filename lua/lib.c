@@ -10,6 +10,7 @@
 #include <lualib.h>
 
 #include "log.h"
+#include "observe.h"
 #include "plugin.h"
 #include "runtime.h"
 #include "server.h"
@@ -101,7 +102,7 @@ static void
 check_fields(lua_State *L, int t)
 {
     static const char *const known[] = {"path", "rt", "iface", "if", "ct", "sz", "obs",
-                                        "title", "hidden", "attrs", NULL};
+                                        "title", "hidden", "attrs", "autonotify", "notify_con", NULL};
 
     lua_pushnil(L);
     while (lua_next(L, t)) {
@@ -152,6 +153,10 @@ l_resource(lua_State *L)
     def.obs = lua_toboolean(L, -1);
     lua_getfield(L, 1, "hidden");
     def.hidden = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "autonotify");
+    def.autonotify = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "notify_con");
+    def.notify_con = lua_toboolean(L, -1);
     lua_getfield(L, 1, "ct");
     if (lua_isinteger(L, -1)) {
         ct[nct++] = (int)lua_tointeger(L, -1);
@@ -215,6 +220,7 @@ static int
 l_notify(lua_State *L)
 {
     struct script *sc = script_of(L);
+    struct resource *r;
     const char *path;
 
     if (lua_istable(L, 1)) {
@@ -222,12 +228,12 @@ l_notify(lua_State *L)
         lua_replace(L, 1);
     }
     path = luaL_checkstring(L, 1);
-    if (tree_find_path(sc->rt->srv->tree, path) == NULL) {
+    if ((r = tree_find_path(sc->rt->srv->tree, path)) == NULL) {
         lua_pushnil(L);
         lua_pushliteral(L, "no such resource");
         return 2;
     }
-    /* observers get the representation once Observe (RFC 7641) is in the core */
+    observe_notify(sc->rt->srv, r);    /* built and sent before the server next waits */
     lua_pushboolean(L, 1);
     return 1;
 }

@@ -14,6 +14,7 @@
 
 #include "exchange.h"
 #include "log.h"
+#include "observe.h"
 #include "plugin.h"
 #include "runtime.h"
 #include "server.h"
@@ -413,6 +414,7 @@ script_free(struct lua_rt *rt, struct script *sc)
             list_del(&sc->pool, co);
             coro_destroy(sc, co);
         }
+        observe_unit_gone(srv, &sc->unit);      /* observers: 4.04 */
         exchange_unit_gone(srv, &sc->unit);     /* waiting requests: 5.03 */
         tree_remove_unit(srv->tree, &sc->unit); /* drops the handler references */
         lua_close(sc->L);
@@ -544,6 +546,7 @@ lua_load_script(struct server *srv, const char *path, const struct conf_item *co
     sc->rt = rt;
     sc->unit.rt = &runtime_lua;
     sc->unit.name = sc->path;
+    sc->unit.srv = rt->srv;
     if (sc->dir == NULL || (sc->L = lua_newstate(lalloc, sc)) == NULL) {
         snprintf(err, errlen, "%s: cannot create a Lua state (out of memory)", path);
         goto fail;

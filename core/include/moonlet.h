@@ -26,7 +26,9 @@ extern "C" {
 #define MOONLET_ABI_MAJOR 1
 /* Bumped when calls or struct fields are added. A plugin built against minor M loads into
  * a server whose minor is >= M. */
-#define MOONLET_ABI_MINOR 1    /* 1.1: moonlet_resource_def.body (streamed uploads) */
+#define MOONLET_ABI_MINOR 2    /* 1.1: moonlet_resource_def.body (streamed uploads)
+                                  1.2: moonlet_notify, moonlet_resource_def.autonotify and
+                                       .notify_con */
 
 #if defined(__GNUC__)
 #define MOONLET_API __attribute__((visibility("default")))
@@ -159,7 +161,10 @@ typedef struct moonlet_resource_def {
                                    NULL: any (no 4.06/4.15 decisions by the core) */
     const char *title;
     long sz;                    /* estimated size for link-format; 0: not listed */
-    unsigned obs : 1, hidden : 1;   /* hidden: not listed in /.well-known/core */
+    /* obs: observable (RFC 7641); hidden: not listed in /.well-known/core;
+     * ABI 1.2: autonotify: a 2.xx answer to PUT/POST/DELETE/PATCH/iPATCH notifies;
+     * notify_con: every notification is a CON (default: NON with a CON now and then) */
+    unsigned obs : 1, hidden : 1, autonotify : 1, notify_con : 1;
     const moonlet_attr *extra;  /* other link attributes, ended by {NULL, NULL} */
     moonlet_handler get, post, put, del, fetch, patch, ipatch;
     moonlet_handler any;        /* used for any method without its own handler */
@@ -180,6 +185,14 @@ MOONLET_API moonlet_resource *moonlet_resource_add_(moonlet_plugin *p,
 
 /* The path the resource was registered with. Valid: while the resource exists. */
 MOONLET_API const char *moonlet_resource_path(const moonlet_resource *r);
+
+/* The state of r changed: its observers (RFC 7641) get a notification. Before the server
+ * next waits for input, the GET (or FETCH) handler runs once per representation the
+ * observers asked for (query, Accept), and each answer goes to all of them; several
+ * notifies in between make one notification. A handler never learns whether it answers
+ * a request or builds a notification. Phase: any (ABI 1.2).
+ * Returns MOONLET_OK (also with no observers), MOONLET_EINVAL for NULL. */
+MOONLET_API int moonlet_notify(moonlet_resource *r);
 
 /* ---- the request ---------------------------------------------------------------------- */
 

@@ -95,6 +95,64 @@ def t_sensors_write():
         eq(get(s, "/config/interval")[0], "2", "interval")
 
 
+def observe_values(text):
+    """(Observe, payload) of each 2.05 the server sent, from coap-client's -v 7 log."""
+    import re
+    return [(int(v), p) for v, p in re.findall(
+        r"t:(?:ACK|NON|CON) c:2\.05 i:\w+ \{\w*\} \[[^\]]*?Observe:(\d+)[^\]]*\] :: '([^']*)'",
+        text)]
+
+
+def increasing(vals):
+    """RFC 7641 §3.4 order (24-bit serial arithmetic), each value newer than the last."""
+    return all((a < b and b - a < 1 << 23) or (a > b and a - b > 1 << 23)
+               for a, b in zip(vals, vals[1:]))
+
+
+@test("sensors.lua: coap-client-notls -s observes /sensors/temp (interval set to 1 s): "
+      "successive notifications with increasing Observe values and changing readings")
+def t_sensors_observe():
+    with Server(plugins=[example("sensors.lua")]) as s:
+        url = "coap://[::1]:%d" % s.port
+        rc, out, err = coap_client("-m", "put", "-e", "1", url + "/config/interval")
+        eq(err.strip(), "", "interval 1")
+        rc, out, err = coap_client("-v", "7", "-s", "5", "-B", "6", url + "/sensors/temp",
+                                   timeout=20)
+        got = observe_values(out + err)
+        check(len(got) >= 4, "only %d representations in 5 s: %r" % (len(got), got))
+        check(increasing([v for v, _ in got]), "Observe values %r" % [v for v, _ in got])
+        check(all(15 < float(p) < 30 for _, p in got), "readings %r" % got)
+        check(len({p for _, p in got}) > 1, "the reading never changed: %r" % got)
+
+
+@test("plugtest.lua: a PUT to /obs notifies its observer at once, as a CON with the new "
+      "value; /obs-non's 5-second tick arrives as a NON")
+def t_plugtest_observe():
+    with Server(plugins=[example("plugtest.lua")]) as s:
+        url = "coap://[::1]:%d" % s.port
+        import subprocess
+        p = subprocess.Popen(["coap-client-notls", "-v", "7", "-s", "2", "-B", "3",
+                              url + "/obs"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        seen = []
+        for line in iter(p.stdout.readline, b""):   # the client ends within -B 3 s
+            seen.append(line.decode("utf-8", "replace"))
+            if "t:ACK c:2.05" in seen[-1]:          # registered: now change it
+                break
+        rc, out, err = coap_client("-m", "put", "-e", "hello", url + "/obs")
+        text, _ = p.communicate(timeout=15)
+        text = "".join(seen) + text.decode("utf-8", "replace")
+        got = observe_values(text)
+        check(len(got) >= 2 and increasing([v for v, _ in got]), "Observe values %r" % got)
+        import re
+        check(re.search(r"t:CON c:2\.05 i:\w+ \{\w*\} \[[^\]]*Observe:\d+[^\]]*\] :: "
+                        r"'hello'", text),
+              "no CON notification with the PUT's value:\n%s" % text[-1500:])
+        rc, out, err = coap_client("-v", "7", "-s", "6", "-B", "7", url + "/obs-non",
+                                   timeout=20)
+        check(re.search(r"t:NON c:2\.05 i:\w+ \{\w*\} \[[^\]]*Observe:\d+", out + err),
+              "no NON notification from /obs-non in 6 s:\n%s" % (out + err)[-1500:])
+
+
 @test("firmware.lua: 256 KiB image at block sizes 1024, 256 and 16 with a stable ETag; "
       "a 64 KiB log upload stored atomically in the data directory")
 def t_firmware():

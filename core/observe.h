@@ -1,0 +1,69 @@
+/*
+ * observe.h -- Observe (RFC 7641): registrations, notification fan-out, CON checks.
+ *
+ * An observer is one (peer, token, resource) registration (§4.1); observers of one
+ * resource that asked for the same representation (method, query, Accept, FETCH body)
+ * share a group. A notify marks the resource's groups; before the loop sleeps each marked
+ * group runs its handler once, serialises the answer once, and sends it to every observer
+ * with only the header, MID and token written per observer.
+ */
+#ifndef OBSERVE_H
+#define OBSERVE_H
+
+#include <stdint.h>
+
+#include <ev.h>
+
+#include "request.h"
+
+struct server;
+struct session;
+struct resource;
+struct outmsg;
+struct obs_group;
+
+struct observer {
+    struct observer *hnext;             /* server hash on (session, token) */
+    struct observer *gnext, *gprev;     /* the group's observers */
+    struct observer *snext;             /* the session's observers */
+    struct obs_group *g;
+    struct session *sess;
+    struct outmsg *om;                  /* its CON notification, queued or in flight */
+    moonlet_pending *pd;                /* the registration's deferred answer */
+    ev_tstamp con_at;                   /* the last CON notification (or registration) */
+    uint16_t last_mid;                  /* of the last NON notification: an RST names it */
+    uint16_t since_con;                 /* notifications since the last CON */
+    uint8_t tkl, live, non_sent;
+    uint8_t token[8];
+};
+
+/* Before the handler of a request to r: Observe 0 on an observable resource (GET, FETCH)
+ * returns the request's observer, new (not yet live) or the one it re-registers; Observe 1
+ * removes the matching one (§3.6). NULL: nothing to register (not asked, not observable,
+ * over a limit, no memory). */
+struct observer *observe_request(struct server *srv, struct moonlet_req *req,
+                                 struct resource *r);
+/* The answer to a registering request is final: a 2.xx makes o live and gets the Observe
+ * option; any other code removes o (§4.1: only a success registers). */
+void observe_answer(struct server *srv, struct observer *o, struct moonlet_resp *resp);
+/* Notify every observer of r (their notification is built before the loop sleeps). */
+void observe_notify(struct server *srv, struct resource *r);
+/* Build and send the notifications scheduled since the last call. */
+void observe_flush(struct server *srv);
+/* A notification whose handler answered late (a deferred build). g may be NULL (gone). */
+void observe_deliver(struct server *srv, struct obs_group *g, struct moonlet_resp *resp);
+
+enum { OBS_ACKED, OBS_REJECTED, OBS_TIMEOUT };
+/* The CON notification of o ended (exchange.c). */
+void observe_con_done(struct server *srv, struct observer *o, int how);
+/* An RST for a NON notification (§3.6): ends the observation that sent mid. 1 if found. */
+int observe_rst(struct server *srv, struct session *s, uint16_t mid);
+/* The session goes: its observers go without a word. */
+void observe_session_gone(struct server *srv, struct session *s);
+/* The resources of unit u go (unload, reload): their observers get 4.04 (§3.2, §4.2). */
+struct unit;
+void observe_unit_gone(struct server *srv, struct unit *u);
+int observe_init(struct server *srv);
+void observe_fini(struct server *srv);
+
+#endif
