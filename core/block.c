@@ -343,6 +343,17 @@ block_rep_release(struct server *srv, struct rep *rep)
     rep_release(srv, rep);
 }
 
+void
+block_etag_add(struct moonlet_resp *resp)
+{
+    uint8_t etag[8], elen;
+
+    if (has_option(resp, MOONLET_OPT_ETAG))
+        return;
+    etag_of(resp, etag, &elen);
+    moonlet_resp_option(resp, MOONLET_OPT_ETAG, etag, elen);
+}
+
 /* ---- Block1 ------------------------------------------------------------------------ */
 
 /* RFC 9175 §3.3: blocks belong to one operation when they agree on the resource, the

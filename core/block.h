@@ -70,6 +70,8 @@ struct rep *block_notification(struct server *srv, const struct block_ctx *c,
 void block_attach(struct server *srv, struct session *s, const struct block_ctx *c,
                   struct rep *rep);
 void block_rep_release(struct server *srv, struct rep *rep);
+/* Give resp an ETag (a hash of its content and format) unless it has one. */
+void block_etag_add(struct moonlet_resp *resp);
 /* The request is over: release the reassembly buffer it used. */
 void block_request_done(struct server *srv, struct moonlet_req *req);
 /* Expire idle transfers of a session; free all of them when gone is set. */

@@ -169,6 +169,10 @@ group_get(struct server *srv, struct moonlet_req *req, struct resource *r)
     g->blk.res_id = r->id;
     g->blk.variant = req->blk.variant;
     g->blk.method = req->method;
+    if (req->blk.has_b2) {      /* a client that asked for small blocks gets small ones */
+        g->blk.has_b2 = 1;
+        g->blk.b2 = (struct block_opt){0, 0, req->blk.b2.szx};
+    }
     g->seq = (uint32_t)(server_random(srv) * SEQ_MASK);    /* any start will do (§3.4) */
     g->next = r->groups;
     if (r->groups)
@@ -285,6 +289,7 @@ observe_answer(struct server *srv, struct observer *o, struct moonlet_resp *resp
         o->live = 1;
         o->con_at = ev_now(srv->loop);
     }
+    block_etag_add(resp);       /* as every notification has (§3.3.1, §4.3.2) */
     /* every message of a group with an Observe value gets a newer one (§3.4) */
     g->seq = (g->seq + 1) & SEQ_MASK;
     moonlet_resp_option_uint(resp, MOONLET_OPT_OBSERVE, g->seq);
@@ -329,6 +334,7 @@ fanout(struct server *srv, struct obs_group *g, struct moonlet_resp *resp)
 
     if (!final) {
         rep = block_notification(srv, &g->blk, resp);   /* §3.4 of RFC 7959: block 0 */
+        block_etag_add(resp);   /* tells a representation from the last one (§3.3.1) */
         g->seq = (g->seq + 1) & SEQ_MASK;
         moonlet_resp_option_uint(resp, MOONLET_OPT_OBSERVE, g->seq);
     }
@@ -505,16 +511,18 @@ observe_session_gone(struct server *srv, struct session *s)
 }
 
 void
-observe_unit_gone(struct server *srv, struct unit *u)
+observe_end(struct server *srv, struct unit *u, unsigned code)
 {
+    if (srv->tree == NULL)      /* start-up failed before there was anything to observe */
+        return;
     for (struct resource *r = srv->tree->first; r; r = r->next) {
-        if (r->unit != u)
+        if (u && r->unit != u)
             continue;
-        while (r->groups) {     /* §4.2: the resource is gone: a final 4.04 */
+        while (r->groups) {
             struct moonlet_resp *resp = &srv->obs.resp;
 
             resp_reset(resp);
-            resp_simple(resp, MOONLET_NOT_FOUND, NULL);
+            resp_simple(resp, code, code == MOONLET_NOT_FOUND ? NULL : "server stopping");
             fanout(srv, r->groups, resp);
         }
     }

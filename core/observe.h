@@ -60,9 +60,11 @@ void observe_con_done(struct server *srv, struct observer *o, int how);
 int observe_rst(struct server *srv, struct session *s, uint16_t mid);
 /* The session goes: its observers go without a word. */
 void observe_session_gone(struct server *srv, struct session *s);
-/* The resources of unit u go (unload, reload): their observers get 4.04 (§3.2, §4.2). */
+/* End the observations of unit u's resources (u NULL: of every resource) with a final
+ * notification of code: 4.04 when the resources go (unload, reload), 5.03 when the server
+ * stops (§4.2: a non-2.xx notification ends an observation). */
 struct unit;
-void observe_unit_gone(struct server *srv, struct unit *u);
+void observe_end(struct server *srv, struct unit *u, unsigned code);
 int observe_init(struct server *srv);
 void observe_fini(struct server *srv);
 

@@ -119,7 +119,7 @@ plugin_unload(struct server *srv, struct moonlet_plugin *p)
     if (p->copy.fini)
         p->copy.fini(p);
     timers_stop_all(p);
-    observe_unit_gone(srv, &p->unit);
+    observe_end(srv, &p->unit, MOONLET_NOT_FOUND);
     exchange_unit_gone(srv, &p->unit);
     tree_remove_unit(srv->tree, &p->unit);
     plugin_free(p);

@@ -264,6 +264,7 @@ server_load(struct server *srv, const char *path, const struct conf_item *conf, 
 void
 server_fini(struct server *srv)
 {
+    observe_end(srv, NULL, MOONLET_SERVICE_UNAVAILABLE);   /* observers hear we stop */
     for (unsigned i = 0; i < SERVER_LOADERS && srv->loaders[i]; i++)
         srv->loaders[i]->unload_all(srv);
     while (srv->plugins)

@@ -414,7 +414,7 @@ script_free(struct lua_rt *rt, struct script *sc)
             list_del(&sc->pool, co);
             coro_destroy(sc, co);
         }
-        observe_unit_gone(srv, &sc->unit);      /* observers: 4.04 */
+        observe_end(srv, &sc->unit, MOONLET_NOT_FOUND);     /* observers: 4.04 */
         exchange_unit_gone(srv, &sc->unit);     /* waiting requests: 5.03 */
         tree_remove_unit(srv->tree, &sc->unit); /* drops the handler references */
         lua_close(sc->L);

@@ -153,8 +153,9 @@ def t_coap_client_observe_values():
         call(c, POST, "/o/tick", query=["ms=100"], mcode=CHANGED)
         rc, out, err = coap_client("-v", "7", "-s", "2", "-B", "3",
                                    "coap://[::1]:%d/o/tick" % srv.port, timeout=15)
-        # only our answers: "t:ACK c:2.05 ... [ Observe:N ]" and "t:NON c:2.05 ..."
-        obs = re.findall(r"t:(?:ACK|NON|CON) c:2\.05 i:\w+ \{\w*\} \[ Observe:(\d+)", out + err)
+        # only our answers: "t:ACK c:2.05 ... [ ETag:.., Observe:N ]", "t:NON c:2.05 ..."
+        obs = re.findall(r"t:(?:ACK|NON|CON) c:2\.05 i:\w+ \{\w*\} \[[^\]]*?Observe:(\d+)",
+                         out + err)
         ours = [int(v) for v in obs]
         check(len(ours) >= 5, "Observe values seen: %r" % obs)
         check(all(newer(a, b) for a, b in zip(ours, ours[1:])), "not increasing: %r" % ours)
@@ -187,20 +188,26 @@ def t_node():
 # ---- registration ------------------------------------------------------------------------
 
 @test("registration (§4.1): CON GET Observe=0 -> ACK 2.05 with Observe; each PUT notifies "
-      "as NON with the same token, the new value and a newer Observe value")
+      "as NON with the same token, the new value, a newer Observe value and an ETag that "
+      "changes with the value")
 def t_register():
     with server() as srv:
         c, w = srv.client(), srv.client()
         r = register(c, "/o/counter", b"ob1")
         eq(r.payload, b"n=0", "registration payload")
         last = r.opt_uint(OBSERVE)
+        etags = [r.opt(ETAG)]
         for v in (5, 6, 7):
             call(w, PUT, "/o/counter", str(v).encode(), mcode=CHANGED)
             n = next_notification(c, b"ob1")
             eq((n.type, n.code, n.payload), (NON, CONTENT, b"n=%d" % v), "notification")
+            etags.append(n.opt(ETAG))
             check(newer(last, n.opt_uint(OBSERVE)), "Observe %d after %d" % (
                 n.opt_uint(OBSERVE), last))
             last = n.opt_uint(OBSERVE)
+        check(None not in etags and len(set(etags)) == 4, "ETags %r" % etags)
+        call(w, PUT, "/o/counter", b"7", mcode=CHANGED)     # the same state again
+        eq(next_notification(c, b"ob1").opt(ETAG), etags[-1], "ETag of an equal state")
         eq(observers(srv), 1, "observers")
 
 
@@ -488,6 +495,23 @@ def t_error_ends():
         wait_observers(srv, 0)
         call(w, PUT, "/o/counter", b"1", mcode=CHANGED)
         c.expect_silence(0.4)
+
+
+@test("the server stops (SIGTERM): every observer gets a final CON 5.03 without Observe "
+      "(§4.2) before it exits 0")
+def t_shutdown():
+    srv = server()
+    try:
+        cs = [srv.client() for _ in range(2)]
+        register(cs[0], "/o/counter", b"sd0")
+        register(cs[1], "/t/obs", b"sd1")
+        eq(srv.stop(), 0, "exit status")
+        for i, c in enumerate(cs):
+            n = next_notification(c, b"sd%d" % i, ack=False)
+            eq((n.type, n.code, n.opt_uint(OBSERVE)), (CON, code(5, 3), None),
+               "final notification %d" % i)
+    finally:
+        srv.stop()
 
 
 # ---- C plugin -------------------------------------------------------------------------------
