@@ -83,7 +83,7 @@ dispatch(struct server *srv, struct moonlet_req *req, struct moonlet_resp *resp)
     if (block_request(srv, req, r, resp) == BLOCK_ANSWERED)
         return MOONLET_OK;
     /* RFC 7641 §4.1: a GET/FETCH with Observe registers once its answer is a success */
-    req->obs = observe_request(srv, req, r);
+    req->obs = req->multicast ? NULL : observe_request(srv, req, r);
     if (dispatch_call(srv, r, slot, req, resp) == MOONLET_DEFERRED) {
         block_request_done(srv, req);
         return MOONLET_DEFERRED;

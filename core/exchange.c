@@ -276,6 +276,84 @@ respond(struct server *srv, struct session *s, const struct msg *m, struct dedup
     ep->tp->send(ep, &s->peer, srv->txbuf, (size_t)n);
 }
 
+/* ---- multicast (RFC 7252 §8.2) -------------------------------------------------------- */
+
+struct later {
+    struct later *next, *prev;  /* the server's list, for shutdown */
+    ev_timer timer;
+    struct server *srv;
+    struct session *sess;       /* referenced until sent */
+    size_t len;
+    uint8_t buf[];
+};
+
+static void
+later_free(struct later *l)
+{
+    struct server *srv = l->srv;
+
+    ev_timer_stop(srv->loop, &l->timer);
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        srv->laters = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    free(l);
+}
+
+void
+exchange_fini(struct server *srv)
+{
+    while (srv->laters)         /* multicast answers still waiting out their leisure */
+        later_free(srv->laters);
+}
+
+static void
+later_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct later *l = (struct later *)((char *)w - offsetof(struct later, timer));
+    struct session *s = l->sess;
+
+    (void)loop, (void)revents;
+    s->ep->tp->send(s->ep, &s->peer, l->buf, l->len);
+    session_release(l->srv, s);
+    later_free(l);
+}
+
+/* A multicast request's answer: from our unicast address (the endpoint's socket), after
+ * a random leisure so that a group's members do not all answer at once (§8.2), never an
+ * error (§8.2: "SHOULD NOT respond with an error"), never an empty discovery (RFC 6690
+ * §4.1: a filter matching nothing gets no answer), and as the No-Response option says. */
+static void
+respond_multicast(struct server *srv, struct session *s, const struct msg *m, struct dedup *d,
+                  struct moonlet_resp *resp, unsigned no_response, const struct resource *res)
+{
+    struct later *l;
+    long n;
+
+    if (d)
+        d->state = DEDUP_DONE;          /* a repeated NON is dropped (§4.5) */
+    if (suppressed(no_response, resp->code) || MSG_CLASS(resp->code) != 2 ||
+        (res == srv->wkc && resp->plen == 0))
+        return;
+    n = serialise(srv, resp, MT_NON, s->next_mid++, m->token, m->tkl);
+    if (n < 0 || (l = malloc(sizeof *l + (size_t)n)) == NULL)
+        return;
+    l->srv = srv;
+    l->sess = s;
+    l->len = (size_t)n;
+    l->prev = NULL;
+    l->next = srv->laters;
+    if (srv->laters)
+        srv->laters->prev = l;
+    srv->laters = l;
+    memcpy(l->buf, srv->txbuf, (size_t)n);
+    s->refs++;
+    ev_timer_init(&l->timer, later_cb, server_random(srv) * srv->cfg.multicast_leisure, 0);
+    ev_timer_start(srv->loop, &l->timer);
+}
+
 /* Over max_sessions with every session busy: answer without state (no dedup). */
 static void
 respond_stateless(struct endpoint *ep, const struct peer *from, const struct msg *m)
@@ -364,6 +442,12 @@ pending_answer(moonlet_pending *pd)
     }
     if (pd->res)
         dispatch_changed(srv, pd->res, pd->blk.method, pd->resp.code);
+    if (pd->multicast) {
+        struct msg m = {.type = MT_NON, .mid = pd->mid, .token = pd->token, .tkl = pd->tkl};
+
+        respond_multicast(srv, s, &m, d, &pd->resp, pd->no_response, pd->res);
+        return;
+    }
     if (pd->con && !pending_acked(pd)) {
         struct msg m = {.type = MT_CON, .mid = pd->mid, .token = pd->token, .tkl = pd->tkl};
 
@@ -449,6 +533,7 @@ exchange_defer(struct moonlet_req *req, unsigned deadline_ms)
     pd->tkl = req->m->tkl;
     memcpy(pd->token, req->m->token, req->m->tkl);
     pd->no_response = req->no_response;
+    pd->multicast = (uint8_t)req->multicast;
     resp_init(&pd->resp, srv->cfg.max_payload);
     if (limit <= 0 || limit > srv->cfg.defer_deadline)
         limit = srv->cfg.defer_deadline;
@@ -517,7 +602,7 @@ exchange_unit_gone(struct server *srv, struct unit *u)
 /* ---- input ------------------------------------------------------------------------- */
 
 static void
-request(struct endpoint *ep, const struct peer *from, const struct msg *m)
+request(struct endpoint *ep, const struct peer *from, const struct msg *m, int mc)
 {
     struct server *srv = ep->srv;
     struct session *s = session_get(srv, ep, from);
@@ -525,7 +610,8 @@ request(struct endpoint *ep, const struct peer *from, const struct msg *m)
     struct dedup *d;
 
     if (s == NULL) {
-        respond_stateless(ep, from, m);
+        if (!mc)
+            respond_stateless(ep, from, m);
         return;
     }
     d = dedup_find(srv, s, m->mid);
@@ -554,6 +640,7 @@ request(struct endpoint *ep, const struct peer *from, const struct msg *m)
     req.srv = srv;
     req.sess = s;
     req.m = m;
+    req.multicast = mc;
     resp_reset(&srv->resp);
     if (dispatch(srv, &req, &srv->resp) == MOONLET_DEFERRED) {
         if (req.pd) {           /* NULL: already answered from inside the handler */
@@ -562,7 +649,26 @@ request(struct endpoint *ep, const struct peer *from, const struct msg *m)
         }
         return;
     }
-    respond(srv, s, m, d, &srv->resp, req.no_response);
+    if (mc)
+        respond_multicast(srv, s, m, d, &srv->resp, req.no_response, req.res);
+    else
+        respond(srv, s, m, d, &srv->resp, req.no_response);
+}
+
+void
+exchange_multicast(struct endpoint *ep, const struct peer *from, const uint8_t *buf,
+                   size_t len)
+{
+    struct msg m;
+
+    /* §8.1: only NON requests are for groups; anything else, malformed input included,
+     * is dropped: an RST or ACK to a group message would be answered by every member */
+    if (msg_parse(&m, buf, len) != MSG_OK || m.type != MT_NON || m.code == 0 ||
+        MSG_CLASS(m.code) != 0) {
+        ep->srv->stats.dropped++;
+        return;
+    }
+    request(ep, from, &m, 1);
 }
 
 void
@@ -595,7 +701,7 @@ exchange_input(struct endpoint *ep, const struct peer *from, const uint8_t *buf,
     case 0:
         /* §4.2, §4.3: a request travels in a CON or NON; in an ACK/RST it is malformed */
         if (m.type == MT_CON || m.type == MT_NON)
-            request(ep, from, &m);
+            request(ep, from, &m, 0);
         return;
     case 2:
     case 4:

@@ -16,6 +16,9 @@ struct observer;
 /* One datagram from a peer. */
 void exchange_input(struct endpoint *ep, const struct peer *from, const uint8_t *buf,
                     size_t len);
+/* One datagram a peer sent to a multicast group we joined (RFC 7252 §8); ep answers. */
+void exchange_multicast(struct endpoint *ep, const struct peer *from, const uint8_t *buf,
+                        size_t len);
 /* Send a pending's response (piggybacked if the empty ACK has not gone out yet, else as a
  * CON or NON of its own) and free it. MOONLET_OK or MOONLET_EGONE. */
 int exchange_pending_send(moonlet_pending *pd);
@@ -33,6 +36,8 @@ int exchange_con_replace(struct outmsg *om, const uint8_t *buf, size_t len);
 void exchange_con_forget(struct outmsg *om);
 /* Arm a pending's timers once its handler has returned MOONLET_DEFERRED. */
 void exchange_pending_start(struct server *srv, moonlet_pending *pd);
+/* Shutdown: free what still waits to be sent. */
+void exchange_fini(struct server *srv);
 /* Create (or return) the pending of a request; NULL on ENOMEM. */
 moonlet_pending *exchange_defer(struct moonlet_req *req, unsigned deadline_ms);
 /* A unit (plugin, script) is unloading: answer 5.03 to the pendings it left open and free

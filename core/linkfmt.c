@@ -304,5 +304,6 @@ linkfmt_register(struct server *srv)
         tree_resource_free(r);      /* frees w through wkc_drop */
         return -1;
     }
+    srv->wkc = r;
     return 0;
 }

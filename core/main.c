@@ -24,6 +24,7 @@ usage(FILE *f)
             "  -p PORT          UDP port (default 5683; 0 picks a free one)\n"
             "  -o KEY=VALUE     server setting (see README: ack_timeout, max_sessions, ...)\n"
             "  -s NAME.KEY=VAL  setting for the plugin named NAME (lua.KEY: the Lua runtime)\n"
+            "  -g IFACE         join the All-CoAP-Nodes multicast groups on IFACE (repeatable)\n"
             "  -q / -v          quieter (errors only) / more verbose (debug)\n"
             "  -V               print the version and ABI\n"
             "  -h               this help\n");
@@ -70,10 +71,12 @@ main(int argc, char **argv)
     const char *addr = "::";
     unsigned port = 5683;
     char err[512];
+    const char *groups[16];
+    unsigned ngroups = 0;
     int opt, status = 1;
 
     server_config_defaults(&srv.cfg);
-    while ((opt = getopt(argc, argv, "a:p:o:s:qvVh")) != -1) {
+    while ((opt = getopt(argc, argv, "a:p:o:s:g:qvVh")) != -1) {
         switch (opt) {
         case 'a':
             addr = optarg;
@@ -110,6 +113,14 @@ main(int argc, char **argv)
                 goto out;
             }
             break;
+        case 'g':
+            if (ngroups == sizeof groups / sizeof groups[0]) {
+                log_error("-g %s: at most %zu interfaces", optarg,
+                          sizeof groups / sizeof groups[0]);
+                goto out;
+            }
+            groups[ngroups++] = optarg;
+            break;
         case 'q':
             log_set_level(MOONLET_LOG_ERROR);
             break;
@@ -139,6 +150,15 @@ main(int argc, char **argv)
     if (server_listen(&srv, addr, port, err, sizeof err) < 0) {
         log_error("%s", err);
         goto fini;
+    }
+    for (unsigned i = 0; i < ngroups; i++) {
+        for (struct endpoint *ep = srv.endpoints; ep; ep = ep->next) {
+            if (udp_join(ep, groups[i], err, sizeof err) < 0) {
+                log_error("%s", err);
+                goto fini;
+            }
+            log_info("%s: multicast groups joined on %s", ep->name, groups[i]);
+        }
     }
     for (int i = optind; i < argc; i++) {
         if (server_load(&srv, argv[i], conf, err, sizeof err) < 0) {

@@ -94,6 +94,7 @@ request_detach(const struct moonlet_req *req)
     d->req.no_response = req->no_response;
     d->req.blk = req->blk;
     d->req.obs = req->obs;
+    d->req.multicast = req->multicast;
     d->req.group = req->group;
     if (body) {
         d->req.payload = d->bytes + len;

@@ -57,6 +57,7 @@ struct moonlet_req {
     unsigned method;
     int ct, accept;
     unsigned no_response;       /* RFC 7967 bitmask, 0 if absent */
+    int multicast;              /* it came to a group address (RFC 7252 §8) */
     const uint8_t *payload;
     size_t payload_len;
     moonlet_pending *pd;        /* set by moonlet_defer */
@@ -99,6 +100,7 @@ struct moonlet_pending {
     struct moonlet_req *req;    /* while the handler runs */
     uint8_t con, tkl, acked, gone;
     uint8_t notify_only;        /* a notification's build: never answers the peer */
+    uint8_t multicast;          /* answered as a multicast request is (RFC 7252 §8.2) */
     uint16_t mid;
     uint8_t token[MSG_TOKEN_MAX];
     unsigned no_response;

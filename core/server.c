@@ -48,6 +48,8 @@ static const struct key {
     {"observe_max", K_COUNT, offsetof(struct server_config, observe_max), 0, 1e8},
     {"observe_per_peer", K_COUNT, offsetof(struct server_config, observe_per_peer), 0, 1e8},
     {"observe_con_every", K_COUNT, offsetof(struct server_config, observe_con_every), 1, 1e6},
+    {"multicast_leisure", K_SECONDS, offsetof(struct server_config, multicast_leisure), 0,
+     600},
     {"observe_con_interval", K_SECONDS, offsetof(struct server_config, observe_con_interval),
      1, 86400},
 };
@@ -78,6 +80,7 @@ server_config_defaults(struct server_config *c)
     c->observe_per_peer = 256;
     c->observe_con_every = 20;
     c->observe_con_interval = 86400;    /* RFC 7641 §4.5: a CON at least every 24 hours */
+    c->multicast_leisure = 5;           /* RFC 7252 §8.2: DEFAULT_LEISURE */
 }
 
 int
@@ -270,6 +273,7 @@ server_fini(struct server *srv)
     while (srv->plugins)
         plugin_unload(srv, srv->plugins);
     exchange_unit_gone(srv, NULL);
+    exchange_fini(srv);
     for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next)
         ep->tp->flush(ep);
     session_table_fini(srv);

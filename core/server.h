@@ -11,6 +11,7 @@
 
 struct observer;
 struct obs_group;
+struct later;
 #include "session.h"
 #include "transport.h"
 
@@ -38,6 +39,7 @@ struct server_config {
     unsigned observe_per_peer;  /* observers per peer */
     unsigned observe_con_every; /* at least every Nth notification is a CON (§4.5) */
     double observe_con_interval; /* and at least one CON in this many seconds (§4.5: 24 h) */
+    double multicast_leisure;   /* answers to group requests wait up to this long, s (§8.2) */
 };
 
 struct conf_item;
@@ -62,8 +64,10 @@ struct server {
     struct endpoint *endpoints;
     struct session_table sessions;
     struct tree *tree;
+    struct resource *wkc;               /* the built-in /.well-known/core */
     struct moonlet_plugin *plugins;
     struct moonlet_pending *pendings;   /* open deferred responses, for shutdown */
+    struct later *laters;               /* multicast answers waiting (exchange.c) */
     struct rep *reps;                   /* Block2 snapshots (block.c) */
     struct {                            /* observe.c */
         struct observer **buckets;      /* hash on (session, token) */

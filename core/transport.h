@@ -56,5 +56,10 @@ const char *peer_str(const struct peer *p, char *buf, size_t len);
 /* UDP endpoint on addr:port ("::" dual stack); NULL with *err set to a one-line reason. */
 struct endpoint *udp_open(struct server *srv, const char *addr, unsigned port, char *err,
                           size_t errlen);
+/* Join the All-CoAP-Nodes groups (RFC 7252 §12.8: ff02::fd, ff05::fd; 224.0.1.187 when
+ * the endpoint takes IPv4) on interface ifname, at the endpoint's port. Requests to a group
+ * reach exchange_multicast and are answered from the endpoint's unicast socket. 0, or -1
+ * with a one-line reason. */
+int udp_join(struct endpoint *ep, const char *ifname, char *err, size_t errlen);
 
 #endif

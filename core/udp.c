@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,20 @@
 #define UDP_SLOT 2048       /* a larger datagram is truncated, dropped and counted (§4.6) */
 #define UDP_READS 4         /* recvmmsg batches per wake-up before yielding to timers */
 
+#ifndef IPV6_MULTICAST_ALL
+#define IPV6_MULTICAST_ALL 29   /* Linux 4.20 */
+#endif
+
+/* A socket bound to one multicast group on one interface (RFC 7252 §8). */
+struct mcast {
+    struct mcast *next;
+    struct endpoint *ep;        /* whose unicast socket answers */
+    ev_io io;
+    int fd;
+};
+
 struct udp {
+    struct mcast *mc;
     struct mmsghdr rx[UDP_BATCH], tx[UDP_BATCH];
     struct iovec rxv[UDP_BATCH], txv[UDP_BATCH];
     struct peer rxa[UDP_BATCH], txa[UDP_BATCH];
@@ -109,6 +123,16 @@ udp_read(struct ev_loop *loop, ev_io *w, int revents)
 static void
 udp_close(struct endpoint *ep)
 {
+    struct udp *u = ep->impl;
+
+    while (u->mc) {
+        struct mcast *m = u->mc;
+
+        u->mc = m->next;
+        ev_io_stop(ep->srv->loop, &m->io);
+        close(m->fd);
+        free(m);
+    }
     ev_io_stop(ep->srv->loop, &ep->io);
     udp_flush(ep);
     close(ep->fd);
@@ -187,6 +211,11 @@ udp_open(struct server *srv, const char *addr, unsigned port, char *err, size_t 
     if (bind(fd, &local.u.sa, local.len) < 0)
         goto fail;
     rcvbuf(fd, srv->cfg.udp_rcvbuf);
+    /* only the group sockets of udp_join get multicast: a wildcard-bound unicast socket
+     * would otherwise receive every group some socket joined (Linux's default) */
+    setsockopt(fd, IPPROTO_IP, IP_MULTICAST_ALL, &off, sizeof off);
+    if (ai->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_ALL, &off, sizeof off);
     local.len = sizeof local.u;
     getsockname(fd, &local.u.sa, &local.len);
     ep = calloc(1, sizeof *ep);
@@ -212,6 +241,124 @@ fail:
         close(fd);
     freeaddrinfo(ai);
     return NULL;
+}
+
+/* ---- multicast (RFC 7252 §8) ------------------------------------------------------- */
+
+static void
+mc_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct mcast *m = (struct mcast *)((char *)w - offsetof(struct mcast, io));
+    struct endpoint *ep = m->ep;
+    struct sockaddr_in6 local;
+    socklen_t llen = sizeof local;
+    uint8_t buf[UDP_SLOT];
+
+    (void)loop, (void)revents;
+    getsockname(ep->fd, (struct sockaddr *)&local, &llen);
+    for (int i = 0; i < UDP_BATCH; i++) {
+        struct peer from;
+        ssize_t n;
+
+        from.len = sizeof from.u;
+        n = recvfrom(m->fd, buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC, &from.u.sa, &from.len);
+        if (n < 0)
+            break;
+        ep->srv->stats.rx++;
+        if ((size_t)n > sizeof buf) {
+            ep->srv->stats.truncated++;
+            continue;
+        }
+        if (from.u.sa.sa_family == AF_INET && local.sin6_family == AF_INET6) {
+            /* an IPv4 group feeding a dual-stack endpoint: its peers are v4-mapped */
+            struct sockaddr_in v4 = from.u.in;
+
+            memset(&from.u.in6, 0, sizeof from.u.in6);
+            from.u.in6.sin6_family = AF_INET6;
+            from.u.in6.sin6_port = v4.sin_port;
+            from.u.in6.sin6_addr.s6_addr[10] = 0xff;
+            from.u.in6.sin6_addr.s6_addr[11] = 0xff;
+            memcpy(from.u.in6.sin6_addr.s6_addr + 12, &v4.sin_addr, 4);
+            from.len = sizeof from.u.in6;
+        }
+        exchange_multicast(ep, &from, buf, (size_t)n);
+    }
+    udp_flush(ep);
+}
+
+static int
+mc_open(struct endpoint *ep, int family, const char *group, unsigned ifindex, uint16_t port,
+        char *err, size_t errlen)
+{
+    struct udp *u = ep->impl;
+    struct mcast *m;
+    int fd, on = 1, rc;
+
+    if ((fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+        goto fail;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);  /* other servers, same host */
+    if (family == AF_INET6) {
+        struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons(port),
+                                 .sin6_scope_id = ifindex};
+        struct ipv6_mreq mr = {.ipv6mr_interface = ifindex};
+
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+        inet_pton(AF_INET6, group, &a.sin6_addr);
+        mr.ipv6mr_multiaddr = a.sin6_addr;
+        rc = bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
+             setsockopt(fd, IPPROTO_IPV6, IPV6_JOIN_GROUP, &mr, sizeof mr) < 0;
+    } else {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+        struct ip_mreqn mr = {.imr_ifindex = (int)ifindex};
+
+        inet_pton(AF_INET, group, &a.sin_addr);
+        mr.imr_multiaddr = a.sin_addr;
+        rc = bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
+             setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &mr, sizeof mr) < 0;
+    }
+    if (rc || (m = calloc(1, sizeof *m)) == NULL)
+        goto fail;
+    m->ep = ep;
+    m->fd = fd;
+    m->next = u->mc;
+    u->mc = m;
+    ev_io_init(&m->io, mc_read, fd, EV_READ);
+    ev_io_start(ep->srv->loop, &m->io);
+    return 0;
+fail:
+    snprintf(err, errlen, "multicast group %s on interface %u: %s", group, ifindex,
+             strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+int
+udp_join(struct endpoint *ep, const char *ifname, char *err, size_t errlen)
+{
+    unsigned ifindex = if_nametoindex(ifname);
+    struct peer local;
+
+    if (ifindex == 0) {
+        snprintf(err, errlen, "-g %s: no such network interface", ifname);
+        return -1;
+    }
+    local.len = sizeof local.u;
+    getsockname(ep->fd, &local.u.sa, &local.len);
+    if (local.u.sa.sa_family == AF_INET6) {
+        uint16_t port = ntohs(local.u.in6.sin6_port);
+
+        if (mc_open(ep, AF_INET6, "ff02::fd", ifindex, port, err, errlen) < 0 ||
+            mc_open(ep, AF_INET6, "ff05::fd", ifindex, port, err, errlen) < 0)
+            return -1;
+        /* a dual-stack endpoint ("::") takes IPv4 peers too */
+        if (IN6_IS_ADDR_UNSPECIFIED(&local.u.in6.sin6_addr) &&
+            mc_open(ep, AF_INET, "224.0.1.187", ifindex, port, err, errlen) < 0)
+            log_warn("%s (IPv6 groups joined)", err);
+        return 0;
+    }
+    return mc_open(ep, AF_INET, "224.0.1.187", ifindex, ntohs(local.u.in.sin_port), err,
+                   errlen);
 }
 
 int

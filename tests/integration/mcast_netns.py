@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""mcast_netns.py -- multicast discovery (RFC 7252 §8, RFC 6690 §4.1) between real
+processes, run by test_discovery.py inside a network namespace of its own:
+
+    unshare -n python3 tests/integration/mcast_netns.py --moonlet build/moonlet --plugins ...
+
+It refuses to run where any interface but lo exists (never touch a real network). It makes
+a veth pair: v0 carries the servers' addresses (fd00::1, fd00::2, 10.0.0.1, 10.0.0.2), v1
+the client's (fd00::10, 10.0.0.10). Four moonlet servers serve examples/sensors.lua on port
+5683 of one address each, all with `-g v0` and a 0.2 s leisure; the client sends to the
+All-CoAP-Nodes groups out of v1, with a raw socket (to see codes, tokens and source
+addresses) and with coap-client-notls -N.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from coaptest import (  # noqa: E402
+    CON, CONTENT, GET, NO_RESPONSE, NON, Msg, Server, check, coap_client, code, eq, link_parse,
+    main, request, test)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SENSORS = os.path.normpath(os.path.join(HERE, "..", "..", "examples", "sensors.lua"))
+LEISURE = 0.2
+WAIT = 1.0          # longer than the leisure: an answer that comes, comes by then
+
+
+def sh(*cmds):
+    for c in cmds:
+        subprocess.run(c, shell=True, check=True, stdout=subprocess.DEVNULL)
+
+
+def setup():
+    links = [name for _, name in socket.if_nameindex()]     # this namespace's own
+    if links != ["lo"]:
+        sys.exit("mcast_netns.py: interfaces %r here: run me under `unshare -n`" % links)
+    for key in ("ipv6/conf/all/accept_dad", "ipv6/conf/default/accept_dad",
+                "ipv4/conf/all/rp_filter", "ipv4/conf/default/rp_filter",
+                "ipv4/conf/all/accept_local", "ipv4/conf/default/accept_local"):
+        with open("/proc/sys/net/" + key, "w") as f:   # this namespace's own settings
+            f.write("1" if key.endswith("accept_local") else "0")
+    sh("ip link set lo up",
+       "ip link add v0 type veth peer name v1",
+       "ip link set v0 up", "ip link set v1 up",
+       "ip -6 addr add fd00::1/64 dev v0 nodad", "ip -6 addr add fd00::2/64 dev v0 nodad",
+       "ip -6 addr add fd00::10/64 dev v1 nodad",
+       "ip addr add 10.0.0.1/24 dev v0", "ip addr add 10.0.0.2/24 dev v0",
+       "ip addr add 10.0.0.10/24 dev v1",
+       "ip route add 224.0.0.0/4 dev v1")
+
+
+def servers():
+    """Four servers for this test (the runner stops them by PID after it)."""
+    return [Server(plugins=[SENSORS], addr=a, port=5683, args=["-g", "v0"],
+                   opts={"multicast_leisure": LEISURE})
+            for a in ("fd00::1", "fd00::2", "10.0.0.1", "10.0.0.2")]
+
+
+def v6_client():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.bind(("fd00::10", 0))
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex("v1"))
+    return s, ("ff02::fd", 5683, 0, socket.if_nametoindex("v1"))
+
+
+def v4_client():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("10.0.0.10", 0))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.0.0.10"))
+    return s, ("224.0.1.187", 5683)
+
+
+def ask(client, dgram, wait=WAIT):
+    """Send dgram to the group; every (source address, Msg) that arrives within wait."""
+    sock, group = client
+    sock.sendto(dgram, group)
+    out, end = [], time.monotonic() + wait
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(left)
+        try:
+            data, src = sock.recvfrom(4096)
+        except socket.timeout:
+            break
+        out.append((src[0], src[1], Msg(data)))
+    sock.close()
+    return out
+
+
+def discovery(query, mtype=NON, options=(), path=(".well-known", "core")):
+    return request(mtype, GET, 0x5100 + len(query or ""), b"mc", list(path),
+                   [query] if query else [], options)
+
+
+@test("IPv6: one NON GET /.well-known/core?rt=temperature to [ff02::fd] -> exactly two "
+      "answers, NON 2.05 with the token, from fd00::1 and fd00::2 port 5683, each listing "
+      "/sensors/temp and /sensors/temp_outdoor")
+def t_v6():
+    servers()
+    got = ask(v6_client(), discovery("rt=temperature"))
+    eq(sorted((a, p) for a, p, _ in got), [("fd00::1", 5683), ("fd00::2", 5683)],
+       "answering addresses")
+    for a, _, m in got:
+        eq((m.type, m.code, m.token), (NON, CONTENT, b"mc"), "answer from %s" % a)
+        eq(sorted(h for h, _ in link_parse(m.payload.decode())),
+           ["/sensors/temp", "/sensors/temp_outdoor"], "links from %s" % a)
+
+
+@test("IPv4: the same to 224.0.1.187 -> two answers, from 10.0.0.1 and 10.0.0.2")
+def t_v4():
+    servers()
+    got = ask(v4_client(), discovery("rt=temperature"))
+    eq(sorted((a, p) for a, p, _ in got), [("10.0.0.1", 5683), ("10.0.0.2", 5683)],
+       "answering addresses")
+    for a, _, m in got:
+        eq((m.type, m.code), (NON, CONTENT), "answer from %s" % a)
+
+
+@test("coap-client-notls -N 'coap://[ff02::fd%v1]/.well-known/core?rt=temperature' prints "
+      "both servers' answers")
+def t_coap_client():
+    servers()
+    rc, out, err = coap_client("-N", "-m", "get",
+                               "coap://[ff02::fd%v1]/.well-known/core?rt=temperature", wait=2)
+    eq(out.count("</sensors/temp>"), 2, "answers in coap-client's output %r (stderr %r)" % (
+        out, err))
+
+
+@test("a filter matching nothing (?rt=nothing) -> no answer from anybody (RFC 6690 §4.1)")
+def t_no_match():
+    servers()
+    eq(ask(v6_client(), discovery("rt=nothing")), [], "answers")
+    eq(ask(v4_client(), discovery("rt=nothing")), [], "answers (IPv4)")
+
+
+@test("a missing path -> no error answer (RFC 7252 §8.2): silence, while unicast gets 4.04")
+def t_missing():
+    servers()
+    eq(ask(v6_client(), discovery(None, path=("nothere",))), [], "answers")
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    s.sendto(request(CON, GET, 0x5200, b"u", ["nothere"]), ("fd00::1", 5683))
+    m = Msg(s.recv(4096))
+    s.close()
+    eq(m.code, code(4, 4), "unicast answer code")
+
+
+@test("a CON to the group (RFC 7252 §8.1: multicast is NON) and a No-Response for 2.xx "
+      "(RFC 7967) -> silence; the servers still answer the next request")
+def t_con_noresponse():
+    srv = servers()
+    eq(ask(v6_client(), discovery("rt=temperature", mtype=CON)), [], "answers to a CON")
+    eq(ask(v6_client(), discovery("rt=temperature", options=[(NO_RESPONSE, 2)])), [],
+       "answers with No-Response 2")
+    eq(len(ask(v6_client(), discovery("rt=humidity"))), 2, "answers afterwards")
+    check(all(s.alive() for s in srv), "a server died")
+
+
+if __name__ == "__main__":
+    setup()
+    sys.exit(main())
