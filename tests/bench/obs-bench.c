@@ -130,6 +130,31 @@ ack(int fd, uint16_t mid)
     send(fd, b, 4, 0);
 }
 
+/* One waiting datagram of fd, parsed (a CON is acknowledged). 0: none left. */
+struct in {
+    int code, obs;
+    uint32_t tok;
+};
+
+static int
+next_msg(int fd, struct in *in)
+{
+    uint8_t buf[2048];
+    ssize_t r;
+
+    while ((r = recv(fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+        int type;
+        uint16_t mid;
+
+        if (parse(buf, (size_t)r, &type, &in->code, &mid, &in->tok, &in->obs) < 0)
+            continue;
+        if (type == 0)
+            ack(fd, mid);
+        return 1;
+    }
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -192,24 +217,17 @@ main(int argc, char **argv)
         if (poll(pfd, nsocks, 100) <= 0)
             continue;
         for (unsigned s = 0; s < nsocks; s++) {
-            ssize_t r;
+            struct in in;
 
-            while ((r = recv(socks[s], buf, sizeof buf, MSG_DONTWAIT)) > 0) {
-                int type, code, obs;
-                uint16_t mid;
-                uint32_t tok;
-
-                if (parse(buf, (size_t)r, &type, &code, &mid, &tok, &obs) < 0)
-                    continue;
-                if (type == 0)
-                    ack(socks[s], mid);
-                if (code == 0x45 && obs && tok < nobs && !seen[tok]) {
-                    seen[tok] = 1;
+            while (next_msg(socks[s], &in)) {
+                if (in.code == 0x45 && in.obs && in.tok < nobs && !seen[in.tok]) {
+                    seen[in.tok] = 1;
                     registered++;
                     outstanding[s]--;
-                } else if (code != 0x45 || !obs) {
-                    fprintf(stderr, "obs-bench: registration %u answered %d.%02d%s\n", tok,
-                            code >> 5, code & 31, obs ? "" : " without Observe");
+                } else if (in.code != 0x45 || !in.obs) {
+                    fprintf(stderr, "obs-bench: registration %u answered %d.%02d%s\n",
+                            in.tok, in.code >> 5, in.code & 31,
+                            in.obs ? "" : " without Observe");
                     return 1;
                 }
             }
@@ -235,19 +253,12 @@ main(int argc, char **argv)
                 continue;
             for (unsigned s = 0; s <= nsocks; s++) {
                 int fd = s < nsocks ? socks[s] : trig;
-                ssize_t r;
+                struct in in;
 
-                while ((r = recv(fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
-                    int type, code, obs;
-                    uint16_t mid;
-                    uint32_t tok;
-
-                    if (parse(buf, (size_t)r, &type, &code, &mid, &tok, &obs) < 0)
-                        continue;
-                    if (type == 0)
-                        ack(fd, mid);
-                    if (fd != trig && code == 0x45 && tok < nobs && seen[tok] == round + 1) {
-                        seen[tok] = round + 2;
+                while (next_msg(fd, &in)) {
+                    if (fd != trig && in.code == 0x45 && in.tok < nobs &&
+                        seen[in.tok] == round + 1) {
+                        seen[in.tok] = round + 2;
                         got++;
                         last = now();
                     }

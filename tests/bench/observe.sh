@@ -18,11 +18,10 @@ CPU_S=0 CPU_C=1
 [ "$(nproc)" -ge 2 ] || CPU_C=0
 LOG=$(mktemp)
 PID=
+# shellcheck source=tests/bench/lib.sh
+. "$HERE/lib.sh"
 cleanup() {
-	if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-		kill -TERM "$PID"
-		wait "$PID" 2>/dev/null
-	fi
+	stop_pid "$PID"
 	rm -f "$LOG"
 }
 trap cleanup EXIT
