@@ -15,7 +15,7 @@ h_get(moonlet_req *req, moonlet_resp *resp, void *ud)
     return MOONLET_OK;
 }
 
-static struct unit unit = {&runtime_c, "test", 0};
+static struct unit unit = {.rt = &runtime_c, .name = "test"};
 
 static struct resource *
 mk(const moonlet_resource_def *def, char *err)
