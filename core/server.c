@@ -264,6 +264,23 @@ server_load(struct server *srv, const char *path, const struct conf_item *conf, 
     return plugin_load(srv, path, conf, err, errlen);
 }
 
+int
+server_unload(struct server *srv, const char *path)
+{
+    (void)srv, (void)path;
+    return -1;      /* reload: coming */
+}
+
+int
+server_reload(struct server *srv, const char *path, const struct conf_item *conf, char *err,
+              size_t errlen)
+{
+    (void)conf;
+    snprintf(err, errlen, "%s: reload is not implemented yet", path);
+    (void)srv;
+    return -1;
+}
+
 void
 server_fini(struct server *srv)
 {

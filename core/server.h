@@ -101,6 +101,14 @@ int server_listen(struct server *srv, const char *addr, unsigned port, char *err
 /* Load a plugin (.so) or, through a loader, a script. 0 or -1 with err. */
 int server_load(struct server *srv, const char *path, const struct conf_item *conf, char *err,
                 size_t errlen);
+/* The unit loaded from path goes: its observers get 4.04, its requests in flight finish
+ * on its code, then it is freed. 0, or -1 if no unit came from path. */
+int server_unload(struct server *srv, const char *path);
+/* Load path again (new code, new settings) into a fresh unit and swap it in atomically; if
+ * it fails to load the old one keeps serving and err says why (FILE:LINE for a script).
+ * The conf list is copied. 0 or -1. */
+int server_reload(struct server *srv, const char *path, const struct conf_item *conf,
+                  char *err, size_t errlen);
 void server_run(struct server *srv);
 void server_fini(struct server *srv);
 
