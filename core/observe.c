@@ -322,11 +322,13 @@ observe_notify(struct server *srv, struct resource *r)
         queue_add(srv, g);
 }
 
-/* Send resp to every live observer of g, then end the group if resp is final. */
-static void
+/* Send resp to every live observer of g, then end the group if resp is final (returns 1:
+ * g is gone). */
+static int
 fanout(struct server *srv, struct obs_group *g, struct moonlet_resp *resp)
 {
-    int final = MSG_CLASS(resp->code) != 2;
+    /* a resource that stopped being observable (a reload) answers once more, finally */
+    int final = MSG_CLASS(resp->code) != 2 || !g->res->obs;
     uint8_t *t = srv->obs.tmpl, *b = srv->txbuf;
     ev_tstamp now = ev_now(srv->loop);
     struct rep *rep = NULL;
@@ -388,6 +390,7 @@ fanout(struct server *srv, struct obs_group *g, struct moonlet_resp *resp)
         g->building = 0;
         group_free(srv, g);
     }
+    return final;
 }
 
 static void
@@ -437,12 +440,10 @@ observe_deliver(struct server *srv, struct obs_group *g, struct moonlet_resp *re
         group_free(srv, g);
         return;
     }
-    if (resp)
-        fanout(srv, g, resp);   /* may end g */
-    else
+    if (resp == NULL)
         log_warn("%s: a notification's handler never answered", g->res->path);
-    if (resp && MSG_CLASS(resp->code) != 2)
-        return;
+    else if (fanout(srv, g, resp))
+        return;                 /* a final notification: g is gone */
     if (g->again) {
         g->again = 0;
         queue_add(srv, g);
@@ -511,21 +512,41 @@ observe_session_gone(struct server *srv, struct session *s)
 }
 
 void
+observe_end_resource(struct server *srv, struct resource *r, unsigned code)
+{
+    while (r->groups) {
+        struct moonlet_resp *resp = &srv->obs.resp;
+
+        resp_reset(resp);
+        resp_simple(resp, code, code == MOONLET_NOT_FOUND ? NULL : "server stopping");
+        fanout(srv, r->groups, resp);
+    }
+}
+
+void
 observe_end(struct server *srv, struct unit *u, unsigned code)
 {
     if (srv->tree == NULL)      /* start-up failed before there was anything to observe */
         return;
-    for (struct resource *r = srv->tree->first; r; r = r->next) {
-        if (u && r->unit != u)
-            continue;
-        while (r->groups) {
-            struct moonlet_resp *resp = &srv->obs.resp;
+    for (struct resource *r = srv->tree->first; r; r = r->next)
+        if (u == NULL || r->unit == u)
+            observe_end_resource(srv, r, code);
+}
 
-            resp_reset(resp);
-            resp_simple(resp, code, code == MOONLET_NOT_FOUND ? NULL : "server stopping");
-            fanout(srv, r->groups, resp);
-        }
+void
+observe_move(struct server *srv, struct resource *from, struct resource *to)
+{
+    struct obs_group *g = from->groups;
+
+    if (g == NULL)
+        return;
+    for (; g; g = g->next) {
+        g->res = to;
+        g->req->res = to;
     }
+    to->groups = from->groups;
+    from->groups = NULL;
+    observe_notify(srv, to);    /* the new version's representation (or its final word) */
 }
 
 int

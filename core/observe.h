@@ -65,6 +65,10 @@ void observe_session_gone(struct server *srv, struct session *s);
  * stops (§4.2: a non-2.xx notification ends an observation). */
 struct unit;
 void observe_end(struct server *srv, struct unit *u, unsigned code);
+void observe_end_resource(struct server *srv, struct resource *r, unsigned code);
+/* A reload replaced from by to (same path): its observers stay, bound to the new version,
+ * and get its representation (a final one if to is not observable). */
+void observe_move(struct server *srv, struct resource *from, struct resource *to);
 int observe_init(struct server *srv);
 void observe_fini(struct server *srv);
 

@@ -6,9 +6,12 @@
  * (registrations allowed only there) and a failing init is undone completely.
  */
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "exchange.h"
 #include "log.h"
@@ -28,61 +31,113 @@ timers_stop_all(struct moonlet_plugin *p)
     }
 }
 
-static void
-plugin_free(struct moonlet_plugin *p)
+/* dlopen a private copy of path: a rebuilt plugin at the same path is a new object to
+ * the dynamic loader (which would hand back the old handle for the same file), and a
+ * build that rewrites the file in place can never change code we are running. */
+static void *
+open_copy(const char *path, char *err, size_t errlen)
 {
+    const char *dir = getenv("TMPDIR");
+    char tmp[4096], buf[65536];
+    int in, out = -1;
+    ssize_t n = 0;
+    void *dl = NULL;
+
+    snprintf(tmp, sizeof tmp, "%s/moonlet-plugin-XXXXXX.so", dir && *dir ? dir : "/tmp");
+    if ((in = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    if ((out = mkstemps(tmp, 3)) < 0) {
+        snprintf(err, errlen, "%s: cannot copy to %s: %s", path, tmp, strerror(errno));
+        close(in);
+        return NULL;
+    }
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        if (write(out, buf, (size_t)n) != n) {
+            n = -1;
+            break;
+        }
+    if (n < 0)
+        snprintf(err, errlen, "%s: cannot copy to %s: %s", path, tmp, strerror(errno));
+    else if ((dl = dlopen(tmp, RTLD_NOW | RTLD_LOCAL)) == NULL)
+        snprintf(err, errlen, "%s: %s", path, dlerror());
+    close(in);
+    close(out);
+    unlink(tmp);    /* the mapping stays while the handle is open */
+    return dl;
+}
+
+static void
+plugin_destroy(struct server *srv, struct unit *u)
+{
+    struct moonlet_plugin *p = (struct moonlet_plugin *)u;
+
+    (void)srv;
+    if (p->phase == PLUGIN_RUNNING) {   /* retire ran fini already for replaced ones */
+        p->phase = PLUGIN_FINI;
+        if (p->copy.fini)
+            p->copy.fini(p);
+    }
+    timers_stop_all(p);
     if (p->dl)
         dlclose(p->dl);
     free(p->path);
     free(p);
 }
 
-int
-plugin_load(struct server *srv, const char *path, const struct conf_item *conf, char *err,
-            size_t errlen)
+static int
+plugin_load(struct server *srv, const char *path, const struct conf_item *conf,
+            struct unit *prev, struct unit **out, char *err, size_t errlen)
 {
     const moonlet_plugin_info *info;
     struct moonlet_plugin *p = calloc(1, sizeof *p);
     int rc;
 
+    *out = NULL;
     if (p == NULL || (p->path = strdup(path)) == NULL) {
         snprintf(err, errlen, "%s: out of memory", path);
-        goto fail;
+        free(p);
+        return -1;
     }
-    if ((p->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL)) == NULL) {
-        /* dlerror already names the file */
-        snprintf(err, errlen, "%s", dlerror());
-        goto fail;
-    }
+    p->srv = srv;
+    p->unit.rt = &runtime_c;
+    p->unit.srv = srv;
+    p->unit.name = p->path;
+    p->phase = PLUGIN_FINI;
+    *out = &p->unit;
+    if ((p->dl = open_copy(path, err, errlen)) == NULL)
+        return -1;
     if ((info = dlsym(p->dl, "moonlet_plugin_descriptor")) == NULL) {
         snprintf(err, errlen, "%s: not a moonlet plugin (no moonlet_plugin_descriptor symbol)", path);
-        goto fail;
+        return -1;
     }
     if (info->abi_major != MOONLET_ABI_MAJOR || info->abi_minor > MOONLET_ABI_MINOR) {
         snprintf(err, errlen, "%s: plugin needs ABI %u.%u, server has %u.%u", path,
                  info->abi_major, info->abi_minor, MOONLET_ABI_MAJOR, MOONLET_ABI_MINOR);
-        goto fail;
+        return -1;
     }
     if (info->info_size < offsetof(moonlet_plugin_info, state_version)) {
         snprintf(err, errlen, "%s: plugin descriptor too small", path);
-        goto fail;
+        return -1;
     }
     memcpy(&p->copy, info, info->info_size < sizeof p->copy ? info->info_size : sizeof p->copy);
     if (p->copy.name == NULL || p->copy.init == NULL) {
         snprintf(err, errlen, "%s: plugin descriptor has no name or init", path);
-        goto fail;
+        return -1;
     }
-    for (struct moonlet_plugin *q = srv->plugins; q; q = q->next)
-        if (strcmp(q->copy.name, p->copy.name) == 0) {
+    for (struct unit *u = srv->units; u; u = u->next) {
+        const struct moonlet_plugin *q = (const struct moonlet_plugin *)u;
+
+        if (u != prev && u->ld == &plugin_loader && strcmp(q->copy.name, p->copy.name) == 0) {
             snprintf(err, errlen, "%s: a plugin named '%s' is already loaded (%s)", path,
                      p->copy.name, q->path);
-            goto fail;
+            return -1;
         }
+    }
     p->info = info;
-    p->srv = srv;
-    p->unit.rt = &runtime_c;
-    p->unit.srv = srv;
     p->unit.name = p->copy.name;
+    p->unit.version = p->copy.version;
     p->conf.items = conf;
     p->conf.name = p->copy.name;
     p->phase = PLUGIN_INIT;
@@ -91,39 +146,24 @@ plugin_load(struct server *srv, const char *path, const struct conf_item *conf, 
         snprintf(err, errlen, "%s: init of '%s' failed (%d)", path, p->copy.name, rc);
         p->phase = PLUGIN_FINI;
         timers_stop_all(p);
-        tree_remove_unit(srv->tree, &p->unit);
-        goto fail;
+        return -1;
     }
     p->phase = PLUGIN_RUNNING;
-    p->next = srv->plugins;
-    srv->plugins = p;
     log_info("loaded plugin %s %s from %s", p->copy.name,
              p->copy.version ? p->copy.version : "", path);
     return 0;
-fail:
-    if (p)
-        plugin_free(p);
-    return -1;
 }
 
-void
-plugin_unload(struct server *srv, struct moonlet_plugin *p)
+/* Replaced or unloaded: no new requests reach it. Its fini runs once nothing refers to it
+ * (plugin_destroy), so that separate responses it owes can still be sent by its timers. */
+static void
+plugin_retire(struct server *srv, struct unit *u)
 {
-    struct moonlet_plugin **pp = &srv->plugins;
-
-    while (*pp && *pp != p)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = p->next;
-    p->phase = PLUGIN_FINI;
-    if (p->copy.fini)
-        p->copy.fini(p);
-    timers_stop_all(p);
-    observe_end(srv, &p->unit, MOONLET_NOT_FOUND);
-    exchange_unit_gone(srv, &p->unit);
-    tree_remove_unit(srv->tree, &p->unit);
-    plugin_free(p);
+    (void)srv, (void)u;
 }
+
+const struct loader plugin_loader = {".so", plugin_load, plugin_retire, NULL, plugin_destroy,
+                                     NULL};
 
 /* ---- the plugin-facing API ----------------------------------------------------------- */
 
@@ -144,7 +184,7 @@ moonlet_resource_add_(moonlet_plugin *p, const moonlet_resource_def *def, size_t
         log_error("%s: cannot register: %s", p->unit.name, err);
         return NULL;
     }
-    if (tree_add(p->srv->tree, r) != MOONLET_OK) {
+    if (server_register(p->srv, r) != MOONLET_OK) {
         log_error("%s: cannot register %s: path already registered", p->unit.name, r->path);
         tree_resource_free(r);
         return NULL;
@@ -186,9 +226,10 @@ moonlet_conf_str(const moonlet_conf *c, const char *key, const char *dflt)
 {
     const char *v = dflt;
 
-    /* the last setting wins, as on a command line */
+    /* the last setting wins, as on a command line; an item named "" is this unit's own
+     * (a config file's settings block) */
     for (const struct conf_item *i = c ? c->items : NULL; i; i = i->next)
-        if (strcmp(i->plugin, c->name) == 0 && strcmp(i->key, key) == 0)
+        if ((i->plugin[0] == '\0' || strcmp(i->plugin, c->name) == 0) && strcmp(i->key, key) == 0)
             v = i->value;
     return v;
 }

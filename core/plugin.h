@@ -47,11 +47,9 @@ struct moonlet_plugin {
     struct moonlet_timer *timers;
 };
 
-/* Load, check and init a plugin. 0, or -1 with a one-line reason in err (nothing left
- * behind: registrations undone, handle closed). */
-int plugin_load(struct server *srv, const char *path, const struct conf_item *conf, char *err,
-                size_t errlen);
-/* fini, drop its resources and timers, close. */
-void plugin_unload(struct server *srv, struct moonlet_plugin *p);
+/* The .so loader (struct loader, server.h): dlopen of a private copy, the descriptor and
+ * ABI checks, init with registrations staged; fini when nothing refers to it any more. */
+struct loader;
+extern const struct loader plugin_loader;
 
 #endif

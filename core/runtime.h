@@ -30,12 +30,26 @@ extern const struct runtime runtime_c;
 /* The C runtime's call, for built-in runtimes that differ only in how they drop. */
 int runtime_c_call(struct resource *r, union handler h, moonlet_req *req, moonlet_resp *resp);
 
-/* A unit of code: a plugin or a script; resources point to it. */
+struct loader;
+struct conf_item;
+
+/* A unit of code: a plugin or a script; resources point to it. The fields after refs are
+ * reload.c's: every loaded unit is on the server's list until it is replaced or unloaded,
+ * then retired until nothing refers to it (refs: pendings; the loader's busy hook). */
 struct unit {
     const struct runtime *rt;
     struct server *srv;
     const char *name;
     unsigned refs;
+    const char *version;                /* a plugin's, for the admin view; may be NULL */
+    struct unit *next;                  /* the server's live or retired units */
+    const struct loader *ld;            /* who loaded it; NULL: built in */
+    char *path;                         /* the file it came from */
+    struct conf_item *conf;             /* its own copy of the settings */
+    struct resource *res;               /* its resources (resource.unext) */
+    double loaded_at;                   /* wall clock, for the admin view */
+    void *watch;                        /* reload.c's file watch */
+    unsigned retired : 1;
 };
 
 #endif

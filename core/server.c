@@ -50,6 +50,8 @@ static const struct key {
     {"observe_con_every", K_COUNT, offsetof(struct server_config, observe_con_every), 1, 1e6},
     {"multicast_leisure", K_SECONDS, offsetof(struct server_config, multicast_leisure), 0,
      600},
+    {"watch", K_COUNT, offsetof(struct server_config, watch), 0, 1},
+    {"admin", K_COUNT, offsetof(struct server_config, admin), 0, 1},
     {"observe_con_interval", K_SECONDS, offsetof(struct server_config, observe_con_interval),
      1, 86400},
 };
@@ -81,6 +83,7 @@ server_config_defaults(struct server_config *c)
     c->observe_con_every = 20;
     c->observe_con_interval = 86400;    /* RFC 7641 §4.5: a CON at least every 24 hours */
     c->multicast_leisure = 5;           /* RFC 7252 §8.2: DEFAULT_LEISURE */
+    c->watch = 1;
 }
 
 int
@@ -149,6 +152,8 @@ flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     (void)loop, (void)revents;
     if (srv->obs.dirty)
         observe_flush(srv);
+    if (srv->retired)
+        reload_reap(srv);
     for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next)
         ep->tp->flush(ep);
 }
@@ -205,7 +210,7 @@ server_init(struct server *srv, struct ev_loop *loop)
     resp_init(&srv->resp, c->max_payload);
     if (observe_init(srv) < 0)
         return -1;
-    if (linkfmt_register(srv) < 0)
+    if (linkfmt_register(srv) < 0 || (c->admin && reload_admin_register(srv) < 0))
         return -1;
     ev_prepare_init(&srv->flush, flush_cb);
     ev_prepare_start(loop, &srv->flush);
@@ -244,52 +249,12 @@ server_run(struct server *srv)
     ev_run(srv->loop, 0);
 }
 
-int
-server_load(struct server *srv, const char *path, const struct conf_item *conf, char *err,
-            size_t errlen)
-{
-    size_t n = strlen(path);
-
-    for (unsigned i = 0; i < SERVER_LOADERS && srv->loaders[i]; i++) {
-        const char *suf = srv->loaders[i]->suffix;
-        size_t k = strlen(suf);
-
-        if (n > k && strcmp(path + n - k, suf) == 0)
-            return srv->loaders[i]->load(srv, path, conf, err, errlen);
-    }
-    if (n > 4 && strcmp(path + n - 4, ".lua") == 0) {
-        snprintf(err, errlen, "%s: this moonlet was built without the Lua runtime", path);
-        return -1;
-    }
-    return plugin_load(srv, path, conf, err, errlen);
-}
-
-int
-server_unload(struct server *srv, const char *path)
-{
-    (void)srv, (void)path;
-    return -1;      /* reload: coming */
-}
-
-int
-server_reload(struct server *srv, const char *path, const struct conf_item *conf, char *err,
-              size_t errlen)
-{
-    (void)conf;
-    snprintf(err, errlen, "%s: reload is not implemented yet", path);
-    (void)srv;
-    return -1;
-}
-
 void
 server_fini(struct server *srv)
 {
     observe_end(srv, NULL, MOONLET_SERVICE_UNAVAILABLE);   /* observers hear we stop */
-    for (unsigned i = 0; i < SERVER_LOADERS && srv->loaders[i]; i++)
-        srv->loaders[i]->unload_all(srv);
-    while (srv->plugins)
-        plugin_unload(srv, srv->plugins);
-    exchange_unit_gone(srv, NULL);
+    exchange_unit_gone(srv, NULL);      /* open deferred answers: 5.03 */
+    reload_fini(srv);
     exchange_fini(srv);
     for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next)
         ep->tp->flush(ep);

@@ -8,6 +8,7 @@
 #include <ev.h>
 
 #include "request.h"
+#include "runtime.h"
 
 struct observer;
 struct obs_group;
@@ -40,17 +41,29 @@ struct server_config {
     unsigned observe_con_every; /* at least every Nth notification is a CON (§4.5) */
     double observe_con_interval; /* and at least one CON in this many seconds (§4.5: 24 h) */
     double multicast_leisure;   /* answers to group requests wait up to this long, s (§8.2) */
+    unsigned watch;             /* reload a unit when its file changes */
+    unsigned admin;             /* serve /.well-known/moonlet/units */
 };
 
 struct conf_item;
 
-/* A runtime that loads units from files by suffix (the Lua runtime: ".lua"). The core
- * knows only this hook, so it builds and is tested without any runtime library. */
+/* A runtime that loads units from files by suffix (".so": plugin.c, ".lua": the Lua
+ * runtime). The core knows only this, so it builds and is tested without Lua. */
 struct loader {
     const char *suffix;
+    /* Load path into a new unit (*out, set as soon as it exists, also on failure) whose
+     * resources go through server_register. prev: the unit it will replace, or NULL (a
+     * script carries moonlet.state over). 0, or -1 with a one-line reason in err. */
     int (*load)(struct server *srv, const char *path, const struct conf_item *conf,
-                char *err, size_t errlen);
-    void (*unload_all)(struct server *srv);
+                struct unit *prev, struct unit **out, char *err, size_t errlen);
+    /* The unit left the tree: no new work (stop timers); requests in flight may finish. */
+    void (*retire)(struct server *srv, struct unit *u);
+    /* Work of its own still running (waiting coroutines), besides u->refs. May be NULL. */
+    int (*busy)(const struct unit *u);
+    /* Free it: its resources are gone already. */
+    void (*destroy)(struct server *srv, struct unit *u);
+    /* After every unit of this loader is gone (shutdown). May be NULL. */
+    void (*fini)(struct server *srv);
 };
 
 #define SERVER_LOADERS 4
@@ -64,8 +77,10 @@ struct server {
     struct endpoint *endpoints;
     struct session_table sessions;
     struct tree *tree;
+    struct tree *staging;               /* where a loading unit's resources go (reload.c) */
+    struct unit *units, *retired;       /* loaded units; replaced ones still referenced */
+    struct unit admin_unit;             /* the admin view's (reload.c) */
     struct resource *wkc;               /* the built-in /.well-known/core */
-    struct moonlet_plugin *plugins;
     struct moonlet_pending *pendings;   /* open deferred responses, for shutdown */
     struct later *laters;               /* multicast answers waiting (exchange.c) */
     struct rep *reps;                   /* Block2 snapshots (block.c) */
@@ -98,9 +113,18 @@ int server_config_set(struct server_config *c, const char *key, const char *valu
 int server_init(struct server *srv, struct ev_loop *loop);
 int server_listen(struct server *srv, const char *addr, unsigned port, char *err,
                   size_t errlen);
-/* Load a plugin (.so) or, through a loader, a script. 0 or -1 with err. */
+/* reload.c. Load a plugin (.so) or, through a loader, a script, and put its resources
+ * live; watched for changes when cfg.watch. The conf list is copied. 0 or -1 with err. */
 int server_load(struct server *srv, const char *path, const struct conf_item *conf, char *err,
                 size_t errlen);
+/* A loading unit registers a resource (into the staging tree). MOONLET_OK or EEXIST. */
+int server_register(struct server *srv, struct resource *r);
+/* Free retired units nothing refers to any more (before the loop sleeps). */
+void reload_reap(struct server *srv);
+/* Shutdown: every unit goes, the loaders' runtimes too. */
+void reload_fini(struct server *srv);
+/* The admin view (cfg.admin): /.well-known/moonlet/units. */
+int reload_admin_register(struct server *srv);
 /* The unit loaded from path goes: its observers get 4.04, its requests in flight finish
  * on its code, then it is freed. 0, or -1 if no unit came from path. */
 int server_unload(struct server *srv, const char *path);

@@ -343,7 +343,8 @@ tree_add(struct tree *t, struct resource *r)
     if (*pp)
         return MOONLET_EEXIST;
     r->hnext = NULL;
-    r->id = ++t->next_id;
+    if (r->id == 0)             /* a reloaded path keeps its id (block snapshots) */
+        r->id = ++t->next_id;
     *pp = r;
     r->prev = t->last;
     r->next = NULL;
@@ -403,18 +404,4 @@ tree_find_path(const struct tree *t, const char *path)
     if (path_key(path, key, &keylen, err, sizeof err) < 0)
         return NULL;
     return *slot(t, key_hash(key, keylen), key, keylen);
-}
-
-void
-tree_remove_unit(struct tree *t, struct unit *u)
-{
-    struct resource *r = t->first, *next;
-
-    for (; r; r = next) {
-        next = r->next;
-        if (r->unit == u) {
-            tree_remove(t, r);
-            tree_resource_free(r);
-        }
-    }
 }

@@ -22,6 +22,7 @@ struct attr {
 
 struct resource {
     struct resource *hnext;             /* hash chain */
+    struct resource *unext;             /* its unit's resources */
     struct resource *next, *prev;       /* registration order */
     uint32_t hash;
     uint8_t *key;
@@ -64,8 +65,6 @@ void tree_remove(struct tree *t, struct resource *r);
 struct resource *tree_find(const struct tree *t, const struct view *seg, unsigned nseg);
 /* Look up by a path string as registered ("/a/b%2Fc"); NULL if absent or malformed. */
 struct resource *tree_find_path(const struct tree *t, const char *path);
-/* Remove and free every resource of unit u. */
-void tree_remove_unit(struct tree *t, struct unit *u);
 
 /* One RFC 6690 §4.1 query filter: name[=value[*]], views into the request. */
 struct linkfmt_filter {

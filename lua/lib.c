@@ -202,7 +202,7 @@ l_resource(lua_State *L)
         lua_getfield(L, 1, method_keys[i]);
         r->h[i].ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    if (tree_add(sc->rt->srv->tree, r) != MOONLET_OK) {
+    if (server_register(sc->rt->srv, r) != MOONLET_OK) {
         snprintf(err, sizeof err, "%s: path already registered", r->path);
         tree_resource_free(r);      /* releases the references */
         return luaL_error(L, "moonlet.resource: %s", err);
@@ -402,6 +402,91 @@ timer_cancel(lua_State *L)
     return 0;
 }
 
+/* ---- state carried over a reload ------------------------------------------------------- */
+
+/* Push onto `to` a copy of the value at index i of `from`: plain data only (tables deeply,
+ * shared and cyclic tables kept so, through the map at index map of `to`); functions,
+ * userdata and threads become nil. */
+static void
+copy_value(lua_State *from, int i, lua_State *to, int map, int depth)
+{
+    size_t n;
+    const char *s;
+    const void *key;
+
+    switch (lua_type(from, i)) {
+    case LUA_TNUMBER:
+        if (lua_isinteger(from, i))
+            lua_pushinteger(to, lua_tointeger(from, i));
+        else
+            lua_pushnumber(to, lua_tonumber(from, i));
+        return;
+    case LUA_TSTRING:
+        s = lua_tolstring(from, i, &n);
+        lua_pushlstring(to, s, n);
+        return;
+    case LUA_TBOOLEAN:
+        lua_pushboolean(to, lua_toboolean(from, i));
+        return;
+    case LUA_TTABLE:
+        key = lua_topointer(from, i);
+        if (lua_rawgetp(to, map, key) == LUA_TTABLE)
+            return;                             /* met before: the same copy */
+        lua_pop(to, 1);
+        if (depth > 64 || !lua_checkstack(from, 3) || !lua_checkstack(to, 4))
+            break;
+        lua_newtable(to);
+        lua_pushvalue(to, -1);
+        lua_rawsetp(to, map, key);
+        i = lua_absindex(from, i);
+        lua_pushnil(from);
+        while (lua_next(from, i)) {
+            copy_value(from, -2, to, map, depth + 1);
+            copy_value(from, -1, to, map, depth + 1);
+            if (lua_isnil(to, -2) || lua_isnil(to, -1))
+                lua_pop(to, 2);
+            else
+                lua_rawset(to, -3);
+            lua_pop(from, 1);
+        }
+        return;
+    default:
+        break;
+    }
+    lua_pushnil(to);
+}
+
+/* In `to` (protected): moonlet.state := a copy of the old state's moonlet.state. */
+static int
+carry_state(lua_State *to)
+{
+    lua_State *from = lua_touserdata(to, 1);
+    int map;
+
+    lua_newtable(to);
+    map = lua_gettop(to);
+    lua_getfield(from, LUA_REGISTRYINDEX, "moonlet");
+    lua_getfield(from, -1, "state");
+    copy_value(from, -1, to, map, 0);
+    lua_pop(from, 2);
+    lua_getfield(to, LUA_REGISTRYINDEX, "moonlet");
+    lua_insert(to, -2);
+    lua_setfield(to, -2, "state");
+    return 0;
+}
+
+int
+lib_carry_state(struct script *to, struct script *from)
+{
+    lua_pushcfunction(to->L, carry_state);
+    lua_pushlightuserdata(to->L, from->L);
+    if (lua_pcall(to->L, 1, 0, 0) != LUA_OK) {
+        lua_pop(to->L, 1);
+        return -1;
+    }
+    return 0;
+}
+
 void
 lib_stop_timers(struct script *sc)
 {
@@ -454,7 +539,8 @@ l_conf(lua_State *L)
     const char *key = luaL_checkstring(L, 1), *v = NULL;
 
     for (const struct conf_item *c = sc->conf; c; c = c->next)
-        if (sc->name && strcmp(c->plugin, sc->name) == 0 && strcmp(c->key, key) == 0)
+        if ((c->plugin[0] == '\0' || (sc->name && strcmp(c->plugin, sc->name) == 0)) &&
+            strcmp(c->key, key) == 0)
             v = c->value;
     if (v)
         lua_pushstring(L, v);

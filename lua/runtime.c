@@ -385,11 +385,18 @@ traceback(lua_State *L)
     return 1;
 }
 
+/* Free a script's state; its resources (and their handler references) are gone already,
+ * and nothing waits on it any more (reload.c retires it first). */
 static void
 script_free(struct lua_rt *rt, struct script *sc)
 {
     struct server *srv = rt->srv;
+    struct script **sp = &rt->scripts;
 
+    while (*sp && *sp != sc)
+        sp = &(*sp)->next;
+    if (*sp)
+        *sp = sc->next;
     if (sc->L) {
         struct coro **pp = &rt->ready;
 
@@ -414,9 +421,6 @@ script_free(struct lua_rt *rt, struct script *sc)
             list_del(&sc->pool, co);
             coro_destroy(sc, co);
         }
-        observe_end(srv, &sc->unit, MOONLET_NOT_FOUND);     /* observers: 4.04 */
-        exchange_unit_gone(srv, &sc->unit);     /* waiting requests: 5.03 */
-        tree_remove_unit(srv->tree, &sc->unit); /* drops the handler references */
         lua_close(sc->L);
     }
     free(sc->path);
@@ -517,20 +521,31 @@ rt_get(struct server *srv, const struct conf_item *conf, char *err, size_t errle
 }
 
 static int
-lua_load_script(struct server *srv, const char *path, const struct conf_item *conf, char *err,
-                size_t errlen)
+lua_load_script(struct server *srv, const char *path, const struct conf_item *conf,
+                struct unit *prev, struct unit **out, char *err, size_t errlen)
 {
     struct lua_rt *rt = rt_get(srv, conf, err, errlen);
     struct script *sc;
     char *tmp;
     int rc;
 
+    *out = NULL;
     if (rt == NULL)
         return -1;
-    if ((sc = calloc(1, sizeof *sc)) == NULL || (sc->path = strdup(path)) == NULL ||
-        (tmp = strdup(path)) == NULL) {
+    if ((sc = calloc(1, sizeof *sc)) == NULL) {
         snprintf(err, errlen, "%s: out of memory", path);
-        goto fail;
+        return -1;
+    }
+    sc->rt = rt;
+    sc->next = rt->scripts;
+    rt->scripts = sc;
+    sc->unit.rt = &runtime_lua;
+    sc->unit.name = "script";
+    sc->unit.srv = rt->srv;
+    *out = &sc->unit;
+    if ((sc->path = strdup(path)) == NULL || (tmp = strdup(path)) == NULL) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
     }
     sc->dir = strdup(dirname(tmp));
     free(tmp);
@@ -543,26 +558,28 @@ lua_load_script(struct server *srv, const char *path, const struct conf_item *co
         free(tmp);
     }
     sc->conf = conf;
-    sc->rt = rt;
-    sc->unit.rt = &runtime_lua;
     sc->unit.name = sc->path;
-    sc->unit.srv = rt->srv;
     if (sc->dir == NULL || (sc->L = lua_newstate(lalloc, sc)) == NULL) {
         snprintf(err, errlen, "%s: cannot create a Lua state (out of memory)", path);
-        goto fail;
+        return -1;
     }
     *(struct coro **)lua_getextraspace(sc->L) = NULL;  /* threads copy it: "no coroutine" */
     lua_pushcfunction(sc->L, traceback);
     if (lib_open(sc->L, sc) != 0 || sandbox_env(sc->L, sc) != 0) {
         snprintf(err, errlen, "%s: %s", path, lua_tostring(sc->L, -1));
-        goto fail;
+        return -1;
+    }
+    /* a reload: moonlet.state is the old version's, before the new chunk runs */
+    if (prev && lib_carry_state(sc, (struct script *)prev) != 0) {
+        snprintf(err, errlen, "%s: not enough memory to carry moonlet.state over", path);
+        return -1;
     }
     sc->env_ref = luaL_ref(sc->L, LUA_REGISTRYINDEX);
     rc = luaL_loadfilex(sc->L, path, "t");
     if (rc != LUA_OK) {
         /* "FILE:LINE: message" (a missing file: "cannot open FILE") */
         snprintf(err, errlen, "%s", lua_tostring(sc->L, -1));
-        goto fail;
+        return -1;
     }
     lua_rawgeti(sc->L, LUA_REGISTRYINDEX, sc->env_ref);
     lua_setupvalue(sc->L, -2, 1);   /* the chunk's _ENV */
@@ -574,7 +591,7 @@ lua_load_script(struct server *srv, const char *path, const struct conf_item *co
     if (rc == LUA_ERRMEM) {     /* no message handler runs for a memory error */
         snprintf(err, errlen, "%s: not enough memory while loading: the script's state "
                  "reached lua.memory (%zu KiB)", path, rt->memory >> 10);
-        goto fail;
+        return -1;
     }
     if (rc != LUA_OK) {
         const char *msg = lua_tostring(sc->L, -1);
@@ -585,36 +602,47 @@ lua_load_script(struct server *srv, const char *path, const struct conf_item *co
             log_debug("%s", lua_tostring(sc->L, -1));
             *tmp = '\0';
         }
-        goto fail;
+        return -1;
     }
     lua_settop(sc->L, 0);
-    sc->next = rt->scripts;
-    rt->scripts = sc;
     log_info("loaded script %s (%zu KiB)", path, sc->mem >> 10);
     return 0;
-fail:
-    if (sc)
-        script_free(rt, sc);
-    return -1;
+}
+
+/* Replaced or unloaded: timers stop; handlers waiting (coroutines) run to their end. */
+static void
+lua_retire(struct server *srv, struct unit *u)
+{
+    (void)srv;
+    lib_stop_timers((struct script *)u);
+}
+
+static int
+lua_busy(const struct unit *u)
+{
+    return ((const struct script *)u)->active != NULL;
 }
 
 static void
-lua_unload_all(struct server *srv)
+lua_destroy(struct server *srv, struct unit *u)
+{
+    script_free(srv->lua, (struct script *)u);
+}
+
+static void
+lua_fini(struct server *srv)
 {
     struct lua_rt *rt = srv->lua;
 
     if (rt == NULL)
         return;
-    while (rt->scripts) {
-        struct script *sc = rt->scripts;
-
-        rt->scripts = sc->next;
-        script_free(rt, sc);
-    }
+    while (rt->scripts)         /* none left but a load that failed before its unit */
+        script_free(rt, rt->scripts);
     ev_idle_stop(srv->loop, &rt->resume);
     free(rt->paths);
     free(rt);
     srv->lua = NULL;
 }
 
-const struct loader lua_loader = {".lua", lua_load_script, lua_unload_all};
+const struct loader lua_loader = {".lua", lua_load_script, lua_retire, lua_busy, lua_destroy,
+                                  lua_fini};

@@ -86,6 +86,9 @@ void coro_sleep(struct coro *co, double seconds);
 /* lib.c: the `moonlet` module (left in the registry as "moonlet"). */
 int lib_open(lua_State *L, struct script *sc);
 void lib_stop_timers(struct script *sc);
+/* A reload: the new script's moonlet.state becomes a copy of the old one's (plain data).
+ * 0, or -1 (out of memory in the new state). */
+int lib_carry_state(struct script *to, struct script *from);
 /* sandbox.c: build the environment table for sc and leave it on the stack. */
 int sandbox_env(lua_State *L, struct script *sc);
 /* req.c */
