@@ -1,12 +1,17 @@
 /*
- * main.c -- the moonlet command line: listen, load plugins, serve until SIGINT/SIGTERM.
- * Start-up errors are one line on stderr and a non-zero exit.
+ * main.c -- the moonlet command line: a configuration file and/or options, listen, load
+ * plugins and scripts, serve until SIGINT/SIGTERM; SIGHUP re-reads the configuration
+ * file. Start-up errors are one line on stderr each and a non-zero exit.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "config.h"
 #include "log.h"
 #include "plugin.h"
 #include "server.h"
@@ -19,7 +24,9 @@ static void
 usage(FILE *f)
 {
     fprintf(f,
-            "usage: moonlet [options] PLUGIN.so|SCRIPT.lua ...\n"
+            "usage: moonlet [options] [PLUGIN.so|SCRIPT.lua ...]\n"
+            "  -c FILE          configuration file (listeners, settings, plugins, scripts)\n"
+            "  -t               check the configuration (-c FILE) and exit\n"
             "  -a ADDR          listen address (default :: , dual stack)\n"
             "  -p PORT          UDP port (default 5683; 0 picks a free one)\n"
             "  -o KEY=VALUE     server setting (see README: ack_timeout, max_sessions, ...)\n"
@@ -63,52 +70,209 @@ conf_free(struct conf_item *c)
     }
 }
 
+/* What the command line and the configuration file said; SIGHUP re-reads the file. */
+static struct {
+    struct server *srv;
+    struct config *cf;                  /* the running configuration file, or NULL */
+    const char *file;
+    char **opts;                        /* -o KEY=VALUE, applied over the file's settings */
+    unsigned nopts;
+    struct conf_item *sets;             /* -s NAME.KEY=VALUE */
+    int cli_level;                      /* -q/-v, over the file's log_level */
+    ev_signal sighup;
+} run = {.cli_level = CONFIG_UNSET};
+
+static int
+apply_opts(struct server_config *cfg)
+{
+    char key[64], err[256];
+
+    for (unsigned i = 0; i < run.nopts; i++) {
+        const char *eq = strchr(run.opts[i], '=');
+
+        if (eq == NULL || (size_t)(eq - run.opts[i]) >= sizeof key) {
+            log_error("-o %s: expected KEY=VALUE", run.opts[i]);
+            return -1;
+        }
+        memcpy(key, run.opts[i], (size_t)(eq - run.opts[i]));
+        key[eq - run.opts[i]] = '\0';
+        if (server_config_set(cfg, key, eq + 1, err, sizeof err) < 0) {
+            log_error("-o %s", err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* a + b + c as one new list (a unit's settings, the lua ones, the command line's) */
+static struct conf_item *
+conf_join(const struct conf_item *a, const struct conf_item *b, const struct conf_item *c)
+{
+    const struct conf_item *lists[3] = {a, b, c};
+    struct conf_item *out = NULL;
+
+    for (int i = 0; i < 3; i++)
+        for (const struct conf_item *x = lists[i]; x; x = x->next) {
+            char arg[1024];
+
+            snprintf(arg, sizeof arg, "%s.%s=%s", x->plugin, x->key, x->value);
+            if (x->plugin[0] == '\0') {        /* "" has no dot form: add it by hand */
+                struct conf_item *n = calloc(1, sizeof *n), **tail = &out;
+
+                if (n == NULL)
+                    continue;
+                n->plugin = strdup("");
+                n->key = strdup(x->key);
+                n->value = strdup(x->value);
+                while (*tail)
+                    tail = &(*tail)->next;
+                *tail = n;
+            } else {
+                conf_add(&out, arg);
+            }
+        }
+    return out;
+}
+
+static int
+same_settings(const struct conf_item *a, const struct conf_item *b)
+{
+    for (; a && b; a = a->next, b = b->next)
+        if (strcmp(a->plugin, b->plugin) || strcmp(a->key, b->key) || strcmp(a->value, b->value))
+            return 0;
+    return a == b;
+}
+
+static const struct config_unit *
+unit_in(const struct config *cf, const char *path)
+{
+    for (unsigned i = 0; cf && i < cf->nunits; i++)
+        if (strcmp(cf->units[i].path, path) == 0)
+            return &cf->units[i];
+    return NULL;
+}
+
+static int
+join_groups(struct server *srv, char **ifs, unsigned n)
+{
+    char err[512];
+
+    for (unsigned i = 0; i < n; i++)
+        for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next) {
+            if (udp_join(ep, ifs[i], err, sizeof err) < 0) {
+                log_error("%s", err);
+                return -1;
+            }
+            log_info("%s: multicast groups joined on %s", ep->name, ifs[i]);
+        }
+    return 0;
+}
+
+/* SIGHUP: the new file, checked whole, replaces the running one; a bad one changes
+ * nothing. Units are compared by path: new ones load, gone ones unload, ones whose
+ * settings changed reload, the rest are left alone. */
+static void
+sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct config *nc = config_load(run.file), *oc = run.cf;
+    struct server *srv = run.srv;
+    struct server_config cfg;
+    unsigned added = 0, removed = 0, reloaded = 0, same = 0, failed = 0;
+    char err[512];
+
+    (void)loop, (void)w, (void)revents;
+    if (nc == NULL) {
+        log_error("%s: reload rejected; the running configuration stays", run.file);
+        return;
+    }
+    cfg = nc->cfg;
+    if (apply_opts(&cfg) < 0) {
+        config_free(nc);
+        return;
+    }
+    srv->cfg = cfg;
+    log_set_level(run.cli_level != CONFIG_UNSET ? run.cli_level
+                  : nc->log_level != CONFIG_UNSET ? nc->log_level : MOONLET_LOG_INFO);
+    for (unsigned i = 0; oc && i < oc->nunits; i++)
+        if (unit_in(nc, oc->units[i].path) == NULL) {
+            server_unload(srv, oc->units[i].path);
+            removed++;
+        }
+    for (unsigned i = 0; i < nc->nunits; i++) {
+        const struct config_unit *u = &nc->units[i], *o = unit_in(oc, u->path);
+        struct conf_item *conf;
+
+        if (o && same_settings(o->settings, u->settings) && same_settings(oc->lua, nc->lua)) {
+            same++;
+            continue;
+        }
+        conf = conf_join(u->settings, nc->lua, run.sets);
+        if ((o ? server_reload : server_load)(srv, u->path, conf, err, sizeof err) < 0) {
+            log_error("%s", err);
+            failed++;
+        } else if (o) {
+            reloaded++;
+        } else {
+            added++;
+        }
+        conf_free(conf);
+    }
+    for (unsigned i = 0; i < nc->nlisten; i++) {
+        int known = 0;
+
+        for (unsigned j = 0; oc && j < oc->nlisten; j++)
+            known |= strcmp(oc->listen[j].addr, nc->listen[i].addr) == 0 &&
+                     oc->listen[j].port == nc->listen[i].port;
+        if (!known && server_listen(srv, nc->listen[i].addr, nc->listen[i].port, err,
+                                    sizeof err) < 0)
+            log_error("%s", err);
+    }
+    log_info("reloaded %s: %u added, %u removed, %u reloaded, %u unchanged%s", run.file,
+             added, removed, reloaded, same, failed ? " (some failed: see above)" : "");
+    config_free(oc);
+    run.cf = nc;
+}
+
 int
 main(int argc, char **argv)
 {
     static struct server srv;   /* large (send/scratch buffers): not on the stack */
-    struct conf_item *conf = NULL;
-    const char *addr = "::";
-    unsigned port = 5683;
+    const char *addr = NULL;
+    long port = -1;
     char err[512];
-    const char *groups[16];
+    char *groups[16];
     unsigned ngroups = 0;
-    int opt, status = 1;
+    int opt, status = 1, check_only = 0;
 
+    run.srv = &srv;
+    run.opts = calloc((size_t)argc, sizeof *run.opts);
     server_config_defaults(&srv.cfg);
-    while ((opt = getopt(argc, argv, "a:p:o:s:g:qvVh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:ta:p:o:s:g:qvVh")) != -1) {
         switch (opt) {
+        case 'c':
+            run.file = optarg;
+            break;
+        case 't':
+            check_only = 1;
+            break;
         case 'a':
             addr = optarg;
             break;
         case 'p': {
             char *end;
-            long v = strtol(optarg, &end, 10);
 
-            if (*optarg == '\0' || *end || v < 0 || v > 65535) {
+            port = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end || port < 0 || port > 65535) {
                 log_error("-p %s: not a port number", optarg);
                 goto out;
             }
-            port = (unsigned)v;
             break;
         }
-        case 'o': {
-            char *eq = strchr(optarg, '='), key[64];
-
-            if (eq == NULL || (size_t)(eq - optarg) >= sizeof key) {
-                log_error("-o %s: expected KEY=VALUE", optarg);
-                goto out;
-            }
-            memcpy(key, optarg, (size_t)(eq - optarg));
-            key[eq - optarg] = '\0';
-            if (server_config_set(&srv.cfg, key, eq + 1, err, sizeof err) < 0) {
-                log_error("-o %s", err);
-                goto out;
-            }
+        case 'o':
+            run.opts[run.nopts++] = optarg;
             break;
-        }
         case 's':
-            if (conf_add(&conf, optarg) == NULL) {
+            if (conf_add(&run.sets, optarg) == NULL) {
                 log_error("-s %s: expected PLUGIN.KEY=VALUE", optarg);
                 goto out;
             }
@@ -122,10 +286,10 @@ main(int argc, char **argv)
             groups[ngroups++] = optarg;
             break;
         case 'q':
-            log_set_level(MOONLET_LOG_ERROR);
+            run.cli_level = MOONLET_LOG_ERROR;
             break;
         case 'v':
-            log_set_level(MOONLET_LOG_DEBUG);
+            run.cli_level = MOONLET_LOG_DEBUG;
             break;
         case 'V':
             printf("moonlet ABI %d.%d\n", MOONLET_ABI_MAJOR, MOONLET_ABI_MINOR);
@@ -140,6 +304,31 @@ main(int argc, char **argv)
             goto out;
         }
     }
+    if (check_only && run.file == NULL) {
+        log_error("-t needs -c FILE");
+        goto out;
+    }
+    if (run.file && (run.cf = config_load(run.file)) == NULL)
+        goto out;                       /* each problem logged as FILE:LINE */
+    if (run.cf)
+        srv.cfg = run.cf->cfg;
+    if (apply_opts(&srv.cfg) < 0)
+        goto out;
+    if (run.cli_level != CONFIG_UNSET)
+        log_set_level(run.cli_level);
+    else if (run.cf && run.cf->log_level != CONFIG_UNSET)
+        log_set_level(run.cf->log_level);
+    if (check_only) {
+        for (unsigned i = 0; i < run.cf->nunits; i++)
+            if (access(run.cf->units[i].path, R_OK) != 0) {
+                log_error("%s: %s: cannot read: %s", run.file, run.cf->units[i].path,
+                          strerror(errno));
+                goto out;
+            }
+        printf("%s: configuration OK\n", run.file);
+        status = 0;
+        goto out;
+    }
 #ifdef MOONLET_LUA
     srv.loaders[0] = &lua_loader;
 #endif
@@ -147,25 +336,49 @@ main(int argc, char **argv)
         log_error("cannot initialise the server (out of memory)");
         goto out;
     }
-    if (server_listen(&srv, addr, port, err, sizeof err) < 0) {
-        log_error("%s", err);
-        goto fini;
-    }
-    for (unsigned i = 0; i < ngroups; i++) {
-        for (struct endpoint *ep = srv.endpoints; ep; ep = ep->next) {
-            if (udp_join(ep, groups[i], err, sizeof err) < 0) {
+    /* listeners: -a/-p if given, else the file's, else [::]:5683 */
+    if (addr || port >= 0 || run.cf == NULL || run.cf->nlisten == 0) {
+        if (server_listen(&srv, addr ? addr : "::", port >= 0 ? (unsigned)port : 5683, err,
+                          sizeof err) < 0) {
+            log_error("%s", err);
+            goto fini;
+        }
+    } else {
+        for (unsigned i = 0; i < run.cf->nlisten; i++)
+            if (server_listen(&srv, run.cf->listen[i].addr, run.cf->listen[i].port, err,
+                              sizeof err) < 0) {
                 log_error("%s", err);
                 goto fini;
             }
-            log_info("%s: multicast groups joined on %s", ep->name, groups[i]);
+    }
+    if (join_groups(&srv, groups, ngroups) < 0 ||
+        (run.cf && join_groups(&srv, run.cf->multicast, run.cf->nmulticast) < 0))
+        goto fini;
+    for (unsigned i = 0; run.cf && i < run.cf->nunits; i++) {
+        struct conf_item *conf = conf_join(run.cf->units[i].settings, run.cf->lua, run.sets);
+        int rc = server_load(&srv, run.cf->units[i].path, conf, err, sizeof err);
+
+        conf_free(conf);
+        if (rc < 0) {
+            log_error("%s", err);
+            goto fini;
         }
     }
     for (int i = optind; i < argc; i++) {
-        if (server_load(&srv, argv[i], conf, err, sizeof err) < 0) {
+        struct conf_item *conf = conf_join(NULL, run.cf ? run.cf->lua : NULL, run.sets);
+        int rc = server_load(&srv, argv[i], conf, err, sizeof err);
+
+        conf_free(conf);
+        if (rc < 0) {
             /* at start-up a unit that does not load is fatal: the operator asked for it */
             log_error("%s", err);
             goto fini;
         }
+    }
+    if (run.file) {
+        ev_signal_init(&run.sighup, sighup_cb, SIGHUP);
+        ev_signal_start(srv.loop, &run.sighup);
+        ev_unref(srv.loop);
     }
     for (struct endpoint *ep = srv.endpoints; ep; ep = ep->next)
         log_notice("ready %s", ep->name);
@@ -175,9 +388,15 @@ main(int argc, char **argv)
               srv.stats.truncated, srv.stats.evicted);
     status = 0;
 fini:
+    if (ev_is_active(&run.sighup)) {
+        ev_ref(srv.loop);
+        ev_signal_stop(srv.loop, &run.sighup);
+    }
     server_fini(&srv);
     ev_loop_destroy(srv.loop);
 out:
-    conf_free(conf);
+    conf_free(run.sets);
+    config_free(run.cf);
+    free(run.opts);
     return status;
 }

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""test_config.py -- the configuration file (`moonlet -c FILE`, core/config.c): `-t` checks,
+FILE:LINE errors, serving from a file, SIGHUP re-reading it. Run like test_core.py:
+
+    python3 tests/integration/test_config.py --moonlet build/moonlet \\
+        --plugins build/plugins/hello.so build/tests/t_basic.so
+
+Each test writes its files into a temporary directory. Servers get `-a ::1 -p 0` from the
+harness, which takes precedence over the file's listen list.
+"""
+
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from coaptest import (  # noqa: E402
+    ACK, CON, CONTENT, GET, Server, cfg, check, code, eq, expect_msg, main, request,
+    run_moonlet, test)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+EXAMPLE = os.path.join(ROOT, "examples", "moonlet.conf")
+SCRIPT = '''local moonlet = require "moonlet"
+moonlet.resource{ path = "/%s", get = function()
+  return moonlet.CONTENT, moonlet.conf("word", "none") end }
+'''
+
+
+def hello_so():
+    return os.path.abspath([p for p in cfg.plugins if os.path.basename(p) == "hello.so"][0])
+
+
+class Dir:
+    def __init__(self):
+        self.d = tempfile.mkdtemp(prefix="moonlet-conf-")
+
+    def file(self, name, text):
+        p = os.path.join(self.d, name)
+        with open(p + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(p + ".tmp", p)
+        return p
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        shutil.rmtree(self.d, ignore_errors=True)
+
+
+def errors_of(lines):
+    return [x.split("error: ", 1)[1] for x in lines if "error: " in x]
+
+
+def get(c, path, mid):
+    d = request(CON, GET, mid, b"c", path.strip("/").split("/"))
+    return expect_msg(c.exchange(d), d, ACK, None, mid, b"c")
+
+
+@test("moonlet -t -c examples/moonlet.conf -> 'configuration OK', exit 0, nothing served")
+def t_check_example():
+    rc, out = run_moonlet(["-t", "-c", EXAMPLE], plugins=[])
+    eq((rc, out), (0, [EXAMPLE + ": configuration OK"]), "exit status and output")
+
+
+@test("-t reports every problem as FILE:LINE: an unknown key, a bad -o value, an unknown -o "
+      "key, a bad log_level, a wrong suffix, a wrong type; exit 1")
+def t_check_errors():
+    with Dir() as d:
+        f = d.file("bad.conf", "\n".join([
+            'listen = [ "coap://[::1]:0" ];',                 # 1
+            'setings = { x = 1; };',                          # 2
+            'settings = { ack_timeout = "soon";',             # 3
+            '             bogus = 1; };',                     # 4
+            'log_level = "loud";',                            # 5
+            'scripts = ( { path = "a.txt"; } );',             # 6
+            'multicast = 7;',                                 # 7
+        ]) + "\n")
+        rc, out = run_moonlet(["-t", "-c", f], plugins=[])
+        eq(rc, 1, "exit status")
+        got = sorted(errors_of(out))
+        want = sorted([
+            f + ":2: unknown key 'setings' (listen, multicast, log_level, settings, lua, "
+            "plugins, scripts, watch, admin)",
+            f + ":3: settings: ack_timeout=soon: not a number",
+            f + ":4: settings: bogus: unknown setting",
+            f + ':5: log_level: one of "error", "warn", "info", "debug"',
+            f + ":6: scripts: 'a.txt' does not end in the expected suffix",
+            f + ":7: multicast must be a list of strings: [ \"...\", ... ]",
+        ])
+        eq(got, want, "error lines")
+
+
+@test("a syntax error -> FILE:LINE: syntax error, exit 1; a missing file -> one line; "
+      "-t without -c -> one line")
+def t_syntax():
+    with Dir() as d:
+        f = d.file("syn.conf", 'listen = [ "coap://[::1]:0" ];\nx = ;\n')
+        rc, out = run_moonlet(["-t", "-c", f], plugins=[])
+        eq(rc, 1, "exit status")
+        check(len(errors_of(out)) == 1 and errors_of(out)[0].startswith(f + ":2: syntax error"),
+              "error %r" % out)
+        rc, out = run_moonlet(["-t", "-c", os.path.join(d.d, "none.conf")], plugins=[])
+        check(rc == 1 and errors_of(out) == [os.path.join(d.d, "none.conf") +
+                                             ": cannot read the configuration file"],
+              "missing file: %r %r" % (rc, out))
+        rc, out = run_moonlet(["-t"], plugins=[])
+        check(rc == 1 and errors_of(out) == ["-t needs -c FILE"], "-t alone: %r" % out)
+
+
+@test("serving from a file: its script (path relative to the file) with its own setting, "
+      "a plugin, and settings (max_payload) in force; -o on the command line overrides")
+def t_serve():
+    with Dir() as d:
+        d.file("a.lua", SCRIPT % "a")
+        f = d.file("m.conf", '''
+            scripts = ( { path = "a.lua"; settings = { word = "from-the-file"; }; } );
+            plugins = ( { path = "%s"; settings = { text = "hi there"; }; } );
+            settings = { max_payload = 3; };
+            ''' % hello_so())
+        with Server(args=["-c", f], plugins=[]) as s:
+            c = s.client()
+            eq(get(c, "/hello", 1).code, code(5, 0), "/hello over max_payload 3")
+        with Server(args=["-c", f, "-o", "max_payload=100"], plugins=[]) as s:
+            c = s.client()
+            eq(get(c, "/a", 2).payload, b"from-the-file", "script setting")
+            eq(get(c, "/hello", 3).payload, b"hi there", "plugin setting")
+
+
+@test("SIGHUP with a bad file: rejected whole (the log says so), the old configuration keeps "
+      "serving; SIGHUP with a good one: a script added, one removed, one reloaded with a new "
+      "setting, one left alone")
+def t_sighup():
+    with Dir() as d:
+        for n in "abcd":
+            d.file(n + ".lua", SCRIPT % n)
+        conf = '''scripts = ( %s );\n'''
+        unit = '{ path = "%s.lua"; settings = { word = "%s"; }; }'
+        f = d.file("m.conf", conf % ", ".join([unit % ("a", "1"), unit % ("b", "1"),
+                                                unit % ("c", "1")]))
+        with Server(args=["-c", f], plugins=[]) as s:
+            c = s.client()
+            eq(get(c, "/a", 10).payload, b"1", "/a")
+            mark = len(s.log.lines)
+            d.file("m.conf", conf % unit % ("a", "2") + "bogus = 1;\n")
+            os.kill(s.pid, signal.SIGHUP)
+            check(s.log.wait_for(r"error: .*m\.conf: reload rejected; the running "
+                                 r"configuration stays", 5.0, mark), "no rejection line")
+            check(s.log.wait_for(r"error: .*m\.conf:2: unknown key 'bogus'", 1.0, mark),
+                  "no FILE:LINE for the bad key")
+            eq(get(c, "/b", 11).payload, b"1", "/b still served")
+            mark = len(s.log.lines)
+            d.file("m.conf", conf % ", ".join([unit % ("a", "1"), unit % ("c", "2"),
+                                                unit % ("d", "1")]))
+            os.kill(s.pid, signal.SIGHUP)
+            m = s.log.wait_for(r"reloaded .*m\.conf: (\d+) added, (\d+) removed, (\d+) "
+                               r"reloaded, (\d+) unchanged", 5.0, mark)
+            check(m is not None, "no reload summary")
+            eq(m.groups(), ("1", "1", "1", "1"), "added, removed, reloaded, unchanged")
+            eq(get(c, "/a", 12).payload, b"1", "/a unchanged")
+            eq(get(c, "/b", 13).code, code(4, 4), "/b removed")
+            eq(get(c, "/c", 14).payload, b"2", "/c with its new setting")
+            eq(get(c, "/d", 15).payload, b"1", "/d added")
+
+
+if __name__ == "__main__":
+    main()
