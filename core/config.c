@@ -82,20 +82,6 @@ item_add(struct conf_item ***tail, const char *plugin, const char *key, const ch
     return 0;
 }
 
-static void
-items_free(struct conf_item *c)
-{
-    while (c) {
-        struct conf_item *next = c->next;
-
-        free(c->plugin);
-        free(c->key);
-        free(c->value);
-        free(c);
-        c = next;
-    }
-}
-
 /* A list of strings (listen, multicast). */
 static char **
 strings(struct ctx *x, const config_setting_t *s, unsigned *n)
@@ -411,10 +397,10 @@ config_free(struct config *c)
     for (unsigned i = 0; i < c->nmulticast; i++)
         free(c->multicast[i]);
     free(c->multicast);
-    items_free(c->lua);
+    conf_list_free(c->lua);
     for (unsigned i = 0; i < c->nunits; i++) {
         free(c->units[i].path);
-        items_free(c->units[i].settings);
+        conf_list_free(c->units[i].settings);
     }
     free(c->units);
     free(c->file);

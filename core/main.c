@@ -56,20 +56,6 @@ conf_add(struct conf_item **list, const char *arg)
     return c;
 }
 
-static void
-conf_free(struct conf_item *c)
-{
-    while (c) {
-        struct conf_item *next = c->next;
-
-        free(c->plugin);
-        free(c->key);
-        free(c->value);
-        free(c);
-        c = next;
-    }
-}
-
 /* What the command line and the configuration file said; SIGHUP re-reads the file. */
 static struct {
     struct server *srv;
@@ -215,7 +201,7 @@ sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
         } else {
             added++;
         }
-        conf_free(conf);
+        conf_list_free(conf);
     }
     for (unsigned i = 0; i < nc->nlisten; i++) {
         int known = 0;
@@ -358,7 +344,7 @@ main(int argc, char **argv)
         struct conf_item *conf = conf_join(run.cf->units[i].settings, run.cf->lua, run.sets);
         int rc = server_load(&srv, run.cf->units[i].path, conf, err, sizeof err);
 
-        conf_free(conf);
+        conf_list_free(conf);
         if (rc < 0) {
             log_error("%s", err);
             goto fini;
@@ -368,7 +354,7 @@ main(int argc, char **argv)
         struct conf_item *conf = conf_join(NULL, run.cf ? run.cf->lua : NULL, run.sets);
         int rc = server_load(&srv, argv[i], conf, err, sizeof err);
 
-        conf_free(conf);
+        conf_list_free(conf);
         if (rc < 0) {
             /* at start-up a unit that does not load is fatal: the operator asked for it */
             log_error("%s", err);
@@ -395,7 +381,7 @@ fini:
     server_fini(&srv);
     ev_loop_destroy(srv.loop);
 out:
-    conf_free(run.sets);
+    conf_list_free(run.sets);
     config_free(run.cf);
     free(run.opts);
     return status;

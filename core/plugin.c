@@ -165,6 +165,48 @@ plugin_retire(struct server *srv, struct unit *u)
 const struct loader plugin_loader = {".so", plugin_load, plugin_retire, NULL, plugin_destroy,
                                      NULL};
 
+/* ---- settings lists ------------------------------------------------------------------ */
+
+void
+conf_list_free(struct conf_item *c)
+{
+    while (c) {
+        struct conf_item *next = c->next;
+
+        free(c->plugin);
+        free(c->key);
+        free(c->value);
+        free(c);
+        c = next;
+    }
+}
+
+int
+conf_list_copy(const struct conf_item *c, struct conf_item **out)
+{
+    struct conf_item **tail = out;
+
+    *out = NULL;
+    for (; c; c = c->next) {
+        struct conf_item *n = calloc(1, sizeof *n);
+
+        if (n == NULL || (n->plugin = strdup(c->plugin)) == NULL ||
+            (n->key = strdup(c->key)) == NULL || (n->value = strdup(c->value)) == NULL) {
+            if (n) {
+                free(n->plugin);
+                free(n->key);
+                free(n);
+            }
+            conf_list_free(*out);
+            *out = NULL;
+            return -1;
+        }
+        *tail = n;
+        tail = &n->next;
+    }
+    return 0;
+}
+
 /* ---- the plugin-facing API ----------------------------------------------------------- */
 
 moonlet_resource *

@@ -17,6 +17,10 @@ struct conf_item {
     char *plugin, *key, *value;
 };
 
+void conf_list_free(struct conf_item *c);
+/* A deep copy (a unit keeps its own: the caller's list may go). 0, or -1 (no memory). */
+int conf_list_copy(const struct conf_item *c, struct conf_item **out);
+
 struct moonlet_conf {
     const struct conf_item *items;  /* the server's list, filtered by name */
     const char *name;
