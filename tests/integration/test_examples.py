@@ -119,7 +119,8 @@ def t_sensors_observe():
         rc, out, err = coap_client("-v", "7", "-s", "5", "-B", "6", url + "/sensors/temp",
                                    timeout=20)
         got = observe_values(out + err)
-        check(len(got) >= 4, "only %d representations in 5 s: %r" % (len(got), got))
+        # a reading is notified when it changes at 0.1 resolution: most seconds, not all
+        check(len(got) >= 3, "only %d representations in 5 s: %r" % (len(got), got))
         check(increasing([v for v, _ in got]), "Observe values %r" % [v for v, _ in got])
         check(all(15 < float(p) < 30 for _, p in got), "readings %r" % got)
         check(len({p for _, p in got}) > 1, "the reading never changed: %r" % got)
