@@ -584,6 +584,31 @@ exchange_pending_drop(moonlet_pending *pd)
 }
 
 void
+exchange_endpoint_gone(struct server *srv, struct endpoint *ep)
+{
+    moonlet_pending *pd;
+    struct later *l, *next;
+
+    /* the peer still waits: 5.03 now, while the socket is open. The pending itself stays
+     * until its owner sends or drops it (it learns MOONLET_EGONE), as after its deadline. */
+    for (pd = srv->pendings; pd; pd = pd->next) {
+        if (pd->gone || pd->group || pd->notify_only || pd->sess->ep != ep)
+            continue;
+        resp_reset(&pd->resp);
+        resp_simple(&pd->resp, MSG_CODE(5, 3), "listener closed");
+        pending_answer(pd);
+        pd->gone = 1;
+    }
+    for (l = srv->laters; l; l = next) {        /* multicast answers not yet sent */
+        next = l->next;
+        if (l->sess->ep == ep) {
+            session_release(srv, l->sess);
+            later_free(l);
+        }
+    }
+}
+
+void
 exchange_unit_gone(struct server *srv, struct unit *u)
 {
     moonlet_pending *pd = srv->pendings, *next;

@@ -40,6 +40,9 @@ void exchange_pending_start(struct server *srv, moonlet_pending *pd);
 void exchange_fini(struct server *srv);
 /* Create (or return) the pending of a request; NULL on ENOMEM. */
 moonlet_pending *exchange_defer(struct moonlet_req *req, unsigned deadline_ms);
+/* A listener closes: deferred answers owed to its peers go out now as 5.03 (the pendings
+ * stay, gone, for their owners to free); its multicast answers still waiting are dropped. */
+void exchange_endpoint_gone(struct server *srv, struct endpoint *ep);
 /* A unit (plugin, script) is unloading: answer 5.03 to the pendings it left open and free
  * them (u NULL: every pending, at shutdown). */
 struct unit;

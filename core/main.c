@@ -65,8 +65,15 @@ static struct {
     unsigned nopts;
     struct conf_item *sets;             /* -s NAME.KEY=VALUE */
     int cli_level;                      /* -q/-v, over the file's log_level */
+    int cli_listen;                     /* -a/-p given: the file's listen list is not used */
+    char *groups[16];                   /* -g IFACE */
+    unsigned ngroups;
     ev_signal sighup;
 } run = {.cli_level = CONFIG_UNSET};
+
+/* When a file lists no listener: [::]:5683, dual stack (RFC 7252 §6.1's default port). */
+static char any_addr[] = "::";
+static struct config_listen default_listen = {any_addr, 5683};
 
 static int
 apply_opts(struct server_config *cfg)
@@ -139,19 +146,73 @@ unit_in(const struct config *cf, const char *path)
 }
 
 static int
-join_groups(struct server *srv, char **ifs, unsigned n)
+join_groups(struct endpoint *ep, char **ifs, unsigned n)
 {
     char err[512];
 
-    for (unsigned i = 0; i < n; i++)
-        for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next) {
-            if (udp_join(ep, ifs[i], err, sizeof err) < 0) {
-                log_error("%s", err);
-                return -1;
-            }
-            log_info("%s: multicast groups joined on %s", ep->name, ifs[i]);
+    for (unsigned i = 0; i < n; i++) {
+        if (udp_join(ep, ifs[i], err, sizeof err) < 0) {
+            log_error("%s", err);
+            return -1;
         }
+        log_info("%s: multicast groups joined on %s", ep->name, ifs[i]);
+    }
     return 0;
+}
+
+/* Open a listener and join it to the multicast groups of -g and of the file. At start-up
+ * the ready lines come once everything is loaded; at a reload, at once. */
+static int
+listen_on(const struct config_listen *l, const struct config *cf, int announce)
+{
+    char err[512];
+
+    if (server_listen(run.srv, l->addr, l->port, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    if (join_groups(run.srv->endpoints, run.groups, run.ngroups) < 0 ||
+        (cf && join_groups(run.srv->endpoints, cf->multicast, cf->nmulticast) < 0))
+        return -1;
+    if (announce)
+        log_notice("ready %s", run.srv->endpoints->name);
+    return 0;
+}
+
+static const struct config_listen *
+listens(const struct config *cf, unsigned *n)
+{
+    *n = cf && cf->nlisten ? cf->nlisten : 1;
+    return cf && cf->nlisten ? cf->listen : &default_listen;
+}
+
+static int
+listen_in(const struct config_listen *l, const struct config_listen *list, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (strcmp(list[i].addr, l->addr) == 0 && list[i].port == l->port)
+            return 1;
+    return 0;
+}
+
+/* SIGHUP: listeners the new file drops close first (so that an address the file moves to
+ * another listener is free), then the new ones open. A listener that cannot open is
+ * logged; the rest of the reload stands. */
+static void
+relisten(const struct config *oc, const struct config *nc, unsigned *opened,
+         unsigned *closed)
+{
+    unsigned on, nn;
+    const struct config_listen *ol = listens(oc, &on), *nl = listens(nc, &nn);
+
+    if (run.cli_listen)
+        return;
+    for (unsigned i = 0; i < on; i++)
+        if (!listen_in(&ol[i], nl, nn) && server_unlisten(run.srv, ol[i].addr, ol[i].port) == 0)
+            ++*closed;
+    for (unsigned i = 0; i < nn; i++)
+        if (!listen_in(&nl[i], ol, on) && listen_on(&nl[i], nc, 1) == 0)
+            ++*opened;
 }
 
 /* SIGHUP: the new file, checked whole, replaces the running one; a bad one changes
@@ -163,7 +224,7 @@ sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     struct config *nc = config_load(run.file), *oc = run.cf;
     struct server *srv = run.srv;
     struct server_config cfg;
-    unsigned added = 0, removed = 0, reloaded = 0, same = 0, failed = 0;
+    unsigned added = 0, removed = 0, reloaded = 0, same = 0, failed = 0, opened = 0, closed = 0;
     char err[512];
 
     (void)loop, (void)w, (void)revents;
@@ -203,18 +264,10 @@ sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
         }
         conf_list_free(conf);
     }
-    for (unsigned i = 0; i < nc->nlisten; i++) {
-        int known = 0;
-
-        for (unsigned j = 0; oc && j < oc->nlisten; j++)
-            known |= strcmp(oc->listen[j].addr, nc->listen[i].addr) == 0 &&
-                     oc->listen[j].port == nc->listen[i].port;
-        if (!known && server_listen(srv, nc->listen[i].addr, nc->listen[i].port, err,
-                                    sizeof err) < 0)
-            log_error("%s", err);
-    }
-    log_info("reloaded %s: %u added, %u removed, %u reloaded, %u unchanged%s", run.file,
-             added, removed, reloaded, same, failed ? " (some failed: see above)" : "");
+    relisten(oc, nc, &opened, &closed);
+    log_info("reloaded %s: %u added, %u removed, %u reloaded, %u unchanged; listeners: %u "
+             "opened, %u closed%s", run.file, added, removed, reloaded, same, opened, closed,
+             failed ? " (some failed: see above)" : "");
     config_free(oc);
     run.cf = nc;
 }
@@ -226,8 +279,6 @@ main(int argc, char **argv)
     const char *addr = NULL;
     long port = -1;
     char err[512];
-    char *groups[16];
-    unsigned ngroups = 0;
     int opt, status = 1, check_only = 0;
 
     run.srv = &srv;
@@ -264,12 +315,12 @@ main(int argc, char **argv)
             }
             break;
         case 'g':
-            if (ngroups == sizeof groups / sizeof groups[0]) {
+            if (run.ngroups == sizeof run.groups / sizeof run.groups[0]) {
                 log_error("-g %s: at most %zu interfaces", optarg,
-                          sizeof groups / sizeof groups[0]);
+                          sizeof run.groups / sizeof run.groups[0]);
                 goto out;
             }
-            groups[ngroups++] = optarg;
+            run.groups[run.ngroups++] = optarg;
             break;
         case 'q':
             run.cli_level = MOONLET_LOG_ERROR;
@@ -323,23 +374,24 @@ main(int argc, char **argv)
         goto out;
     }
     /* listeners: -a/-p if given, else the file's, else [::]:5683 */
-    if (addr || port >= 0 || run.cf == NULL || run.cf->nlisten == 0) {
-        if (server_listen(&srv, addr ? addr : "::", port >= 0 ? (unsigned)port : 5683, err,
-                          sizeof err) < 0) {
-            log_error("%s", err);
+    run.cli_listen = addr || port >= 0;
+    if (run.cli_listen) {
+        struct config_listen l = default_listen;
+
+        if (addr)
+            l.addr = (char *)addr;      /* from argv: not ours, only read */
+        if (port >= 0)
+            l.port = (unsigned)port;
+        if (listen_on(&l, run.cf, 0) < 0)
             goto fini;
-        }
     } else {
-        for (unsigned i = 0; i < run.cf->nlisten; i++)
-            if (server_listen(&srv, run.cf->listen[i].addr, run.cf->listen[i].port, err,
-                              sizeof err) < 0) {
-                log_error("%s", err);
+        unsigned n;
+        const struct config_listen *l = listens(run.cf, &n);
+
+        for (unsigned i = 0; i < n; i++)
+            if (listen_on(&l[i], run.cf, 0) < 0)
                 goto fini;
-            }
     }
-    if (join_groups(&srv, groups, ngroups) < 0 ||
-        (run.cf && join_groups(&srv, run.cf->multicast, run.cf->nmulticast) < 0))
-        goto fini;
     for (unsigned i = 0; run.cf && i < run.cf->nunits; i++) {
         struct conf_item *conf = conf_join(run.cf->units[i].settings, run.cf->lua, run.sets);
         int rc = server_load(&srv, run.cf->units[i].path, conf, err, sizeof err);

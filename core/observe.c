@@ -512,6 +512,29 @@ observe_session_gone(struct server *srv, struct session *s)
 }
 
 void
+observe_session_end(struct server *srv, struct session *s, unsigned code)
+{
+    struct moonlet_resp *resp = &srv->obs.resp;
+
+    while (s->obs) {
+        struct observer *o = s->obs;
+        long n;
+
+        if (o->live) {
+            /* §4.2: a non-2.xx notification ends the observation. Sent as a NON: the
+             * socket closes right after, so nothing could retransmit a CON. */
+            resp_reset(resp);
+            resp_simple(resp, code, "listener closed");
+            n = resp_write(resp, srv->txbuf, sizeof srv->txbuf, MT_NON, s->next_mid++,
+                           o->token, o->tkl);
+            if (n > 0)
+                s->ep->tp->send(s->ep, &s->peer, srv->txbuf, (size_t)n);
+        }
+        observer_free(srv, o);
+    }
+}
+
+void
 observe_end_resource(struct server *srv, struct resource *r, unsigned code)
 {
     while (r->groups) {

@@ -60,6 +60,8 @@ void observe_con_done(struct server *srv, struct observer *o, int how);
 int observe_rst(struct server *srv, struct session *s, uint16_t mid);
 /* The session goes: its observers go without a word. */
 void observe_session_gone(struct server *srv, struct session *s);
+/* The session's listener closes: each live observation ends with a final NON of code. */
+void observe_session_end(struct server *srv, struct session *s, unsigned code);
 /* End the observations of unit u's resources (u NULL: of every resource) with a final
  * notification of code: 4.04 when the resources go (unload, reload), 5.03 when the server
  * stops (§4.2: a non-2.xx notification ends an observation). */

@@ -238,8 +238,26 @@ server_listen(struct server *srv, const char *addr, unsigned port, char *err, si
 
     if (ep == NULL)
         return -1;
+    snprintf(ep->bind_addr, sizeof ep->bind_addr, "%s", addr);
+    ep->bind_port = port;
     ep->next = srv->endpoints;
     srv->endpoints = ep;
+    return 0;
+}
+
+int
+server_unlisten(struct server *srv, const char *addr, unsigned port)
+{
+    struct endpoint **pp = &srv->endpoints, *ep;
+
+    while (*pp && (strcmp((*pp)->bind_addr, addr) != 0 || (*pp)->bind_port != port))
+        pp = &(*pp)->next;
+    if ((ep = *pp) == NULL)
+        return -1;
+    session_endpoint_gone(srv, ep);
+    *pp = ep->next;
+    log_notice("closed %s", ep->name);
+    ep->tp->close(ep);          /* flushes what the goodbyes queued */
     return 0;
 }
 

@@ -181,6 +181,29 @@ session_sweep(struct server *srv)
 }
 
 void
+session_endpoint_gone(struct server *srv, struct endpoint *ep)
+{
+    struct session *s, *next;
+
+    exchange_endpoint_gone(srv, ep);
+    for (s = srv->sessions.mru; s; s = next) {
+        next = s->next;
+        if (s->ep != ep)
+            continue;
+        observe_session_end(srv, s, MOONLET_SERVICE_UNAVAILABLE);
+        if (s->refs == 0) {
+            session_free(srv, s);
+            continue;
+        }
+        /* still held (a pending its owner has not freed, a notification build for
+         * another peer): it stays, unreachable, without work, until the sweep */
+        exchange_session_gone(srv, s);
+        block_session_sweep(srv, s, 1);
+        s->ep = NULL;
+    }
+}
+
+void
 session_release(struct server *srv, struct session *s)
 {
     (void)srv;

@@ -77,6 +77,9 @@ struct session *session_get(struct server *srv, struct endpoint *ep, const struc
 /* Forget idle sessions older than the exchange lifetime. */
 void session_sweep(struct server *srv);
 void session_release(struct server *srv, struct session *s);
+/* Listener ep closes: its peers' observations and deferred answers end with 5.03 (sent
+ * before the socket goes), their sessions and everything they hold are freed. */
+void session_endpoint_gone(struct server *srv, struct endpoint *ep);
 
 /* Dedup: the live entry for mid, or NULL. */
 struct dedup *dedup_find(struct server *srv, struct session *s, uint16_t mid);

@@ -44,6 +44,8 @@ struct endpoint {
     ev_io io;
     int fd;
     char name[80];          /* "udp://[::1]:5683", for logs */
+    char bind_addr[64];     /* the address and port it was opened with (port may be 0), */
+    unsigned bind_port;     /* which a configuration reload compares */
     void *impl;             /* the transport's own state (batches) */
 };
 

@@ -329,10 +329,12 @@ class ProcLog:
 
 
 class Server:
-    """moonlet on [::1]:<ephemeral>. opts: {'ack_timeout': 0.3}; sets: ['t_basic.k=v']."""
+    """moonlet on [::1]:<ephemeral>. opts: {'ack_timeout': 0.3}; sets: ['t_basic.k=v'].
+    addr None: no -a/-p (the configuration file in args says where; port is the first
+    ready line's)."""
 
     def __init__(self, opts=None, sets=(), plugins=None, args=(), addr="::1", port=0):
-        argv = [cfg.moonlet, "-a", addr, "-p", str(port)]
+        argv = [cfg.moonlet] + (["-a", addr, "-p", str(port)] if addr else [])
         for k, v in (opts or {}).items():
             argv += ["-o", "%s=%s" % (k, v)]
         for s in sets:

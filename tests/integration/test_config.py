@@ -18,8 +18,8 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from coaptest import (  # noqa: E402
-    ACK, CON, CONTENT, GET, Server, cfg, check, code, eq, expect_msg, main, request,
-    run_moonlet, test)
+    ACK, CON, CONTENT, GET, NON, OBSERVE, Client, Server, cfg, check, code, eq, expect_msg,
+    main, request, run_moonlet, test)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -30,8 +30,12 @@ moonlet.resource{ path = "/%s", get = function()
 '''
 
 
+def plugin_so(name):
+    return os.path.abspath([p for p in cfg.plugins if os.path.basename(p) == name][0])
+
+
 def hello_so():
-    return os.path.abspath([p for p in cfg.plugins if os.path.basename(p) == "hello.so"][0])
+    return plugin_so("hello.so")
 
 
 class Dir:
@@ -165,6 +169,54 @@ def t_sighup():
             eq(get(c, "/b", 13).code, code(4, 4), "/b removed")
             eq(get(c, "/c", 14).payload, b"2", "/c with its new setting")
             eq(get(c, "/d", 15).payload, b"1", "/d added")
+
+
+@test("SIGHUP moving the listener from [::1] to 127.0.0.1: the old one closes after telling "
+      "its peers (a deferred answer and an observation end with 5.03), the new one serves, "
+      "the owner of the ended deferred answer frees it later without harm")
+def t_sighup_listeners():
+    with Dir() as d:
+        d.file("o.lua", 'local moonlet = require "moonlet"\n'
+               'moonlet.resource{ path = "/o", obs = true, get = function()\n'
+               '  return moonlet.CONTENT, "v" end }\n')
+        conf = ('listen = [ "%%s" ];\nscripts = ( { path = "o.lua"; } );\n'
+                'plugins = ( { path = "%s"; } );\n' % plugin_so("t_basic.so"))
+        f = d.file("m.conf", conf % "coap://[::1]:0")
+        with Server(args=["-c", f], plugins=[], addr=None) as s:
+            old = s.port
+            a = Client(old, "::1")
+            reg = request(CON, GET, 1, b"ob", ["o"], options=[(OBSERVE, b"")])
+            m = expect_msg(a.exchange(reg), reg, ACK, CONTENT, 1, b"ob")
+            check(m.opt(OBSERVE) is not None, "registered")
+            a.send(request(NON, GET, 2, b"df", ["t", "defer"], ["ms=1500"]))
+            eq(get(a, "/o", 6).payload, b"v", "/o (the deferred request is in)")
+            mark = len(s.log.lines)
+            d.file("m.conf", conf % "coap://127.0.0.1:0")
+            os.kill(s.pid, signal.SIGHUP)
+            new = s.log.wait_for(r"ready udp://127\.0\.0\.1:(\d+)", 5.0, mark)
+            check(new is not None, "no ready line for the new listener")
+            check(s.log.wait_for(r"closed udp://\[::1\]:%d" % old, 1.0, mark),
+                  "no line for the closed listener")
+            m = s.log.wait_for(r"listeners: (\d+) opened, (\d+) closed", 1.0, mark)
+            eq(m and m.groups(), ("1", "1"), "listeners opened, closed")
+            got = sorted((x.token, x.type, x.code, x.opt(OBSERVE)) for x in
+                         (a.recv(2.0), a.recv(2.0)) if x is not None)
+            eq(got, [(b"df", NON, code(5, 3), None), (b"ob", NON, code(5, 3), None)],
+               "the goodbyes: (token, type, code, Observe)")
+            try:
+                a.expect_silence(0.3, request(CON, GET, 3, b"x", ["o"]))
+            except AssertionError as e:     # ICMP unreachable is as good as silence
+                check("unreachable" in str(e), str(e))
+            b = Client(int(new.group(1)), "127.0.0.1")
+            eq(get(b, "/o", 4).payload, b"v", "/o on the new listener")
+            # its deadline comes after the first one's: when it answers, t_basic has sent
+            # the ended pending (MOONLET_EGONE) and freed it
+            late = request(CON, GET, 5, b"l8", ["t", "defer"], ["ms=1500"])
+            m = b.exchange(late)
+            if m.code == 0:
+                m = b.recv(5.0)
+            eq(m and (m.code, m.payload), (CONTENT, b"late"), "a deferred answer on the new")
+            eq(s.stop(), 0, "exit status")
 
 
 if __name__ == "__main__":
