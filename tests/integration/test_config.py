@@ -60,6 +60,14 @@ def errors_of(lines):
     return [x.split("error: ", 1)[1] for x in lines if "error: " in x]
 
 
+def hup(s, d, text):
+    """Rewrite m.conf and send SIGHUP; returns the log mark to wait from."""
+    mark = len(s.log.lines)
+    d.file("m.conf", text)
+    os.kill(s.pid, signal.SIGHUP)
+    return mark
+
+
 def get(c, path, mid):
     d = request(CON, GET, mid, b"c", path.strip("/").split("/"))
     return expect_msg(c.exchange(d), d, ACK, None, mid, b"c")
@@ -149,18 +157,14 @@ def t_sighup():
         with Server(args=["-c", f], plugins=[]) as s:
             c = s.client()
             eq(get(c, "/a", 10).payload, b"1", "/a")
-            mark = len(s.log.lines)
-            d.file("m.conf", conf % unit % ("a", "2") + "bogus = 1;\n")
-            os.kill(s.pid, signal.SIGHUP)
+            mark = hup(s, d, conf % unit % ("a", "2") + "bogus = 1;\n")
             check(s.log.wait_for(r"error: .*m\.conf: reload rejected; the running "
                                  r"configuration stays", 5.0, mark), "no rejection line")
             check(s.log.wait_for(r"error: .*m\.conf:2: unknown key 'bogus'", 1.0, mark),
                   "no FILE:LINE for the bad key")
             eq(get(c, "/b", 11).payload, b"1", "/b still served")
-            mark = len(s.log.lines)
-            d.file("m.conf", conf % ", ".join([unit % ("a", "1"), unit % ("c", "2"),
-                                                unit % ("d", "1")]))
-            os.kill(s.pid, signal.SIGHUP)
+            mark = hup(s, d, conf % ", ".join([unit % ("a", "1"), unit % ("c", "2"),
+                                               unit % ("d", "1")]))
             m = s.log.wait_for(r"reloaded .*m\.conf: (\d+) added, (\d+) removed, (\d+) "
                                r"reloaded, (\d+) unchanged", 5.0, mark)
             check(m is not None, "no reload summary")
@@ -190,9 +194,7 @@ def t_sighup_listeners():
             check(m.opt(OBSERVE) is not None, "registered")
             a.send(request(NON, GET, 2, b"df", ["t", "defer"], ["ms=1500"]))
             eq(get(a, "/o", 6).payload, b"v", "/o (the deferred request is in)")
-            mark = len(s.log.lines)
-            d.file("m.conf", conf % "coap://127.0.0.1:0")
-            os.kill(s.pid, signal.SIGHUP)
+            mark = hup(s, d, conf % "coap://127.0.0.1:0")
             new = s.log.wait_for(r"ready udp://127\.0\.0\.1:(\d+)", 5.0, mark)
             check(new is not None, "no ready line for the new listener")
             check(s.log.wait_for(r"closed udp://\[::1\]:%d" % old, 1.0, mark),
