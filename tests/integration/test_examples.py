@@ -109,20 +109,21 @@ def increasing(vals):
                for a, b in zip(vals, vals[1:]))
 
 
-@test("sensors.lua: coap-client-notls -s observes /sensors/temp (interval set to 1 s): "
+@test("sensors.lua: coap-client-notls -s observes /sensors/humidity (interval set to 1 s): "
       "successive notifications with increasing Observe values and changing readings")
 def t_sensors_observe():
     with Server(plugins=[example("sensors.lua")]) as s:
         url = "coap://[::1]:%d" % s.port
         rc, out, err = coap_client("-m", "put", "-e", "1", url + "/config/interval")
         eq(err.strip(), "", "interval 1")
-        rc, out, err = coap_client("-v", "7", "-s", "5", "-B", "6", url + "/sensors/temp",
-                                   timeout=20)
+        rc, out, err = coap_client("-v", "7", "-s", "6", "-B", "7",
+                                   url + "/sensors/humidity", timeout=20)
         got = observe_values(out + err)
-        # a reading is notified when it changes at 0.1 resolution: most seconds, not all
-        check(len(got) >= 3, "only %d representations in 5 s: %r" % (len(got), got))
+        # a reading is notified when it changes at 0.1 resolution; humidity's noise (+-0.4)
+        # makes that about 7 seconds in 8: at least 2 of 5 ticks fail 1 run in 1000
+        check(len(got) >= 3, "only %d representations in 6 s: %r" % (len(got), got))
         check(increasing([v for v, _ in got]), "Observe values %r" % [v for v, _ in got])
-        check(all(15 < float(p) < 30 for _, p in got), "readings %r" % got)
+        check(all(30 < float(p) < 60 for _, p in got), "readings %r" % got)
         check(len({p for _, p in got}) > 1, "the reading never changed: %r" % got)
 
 
