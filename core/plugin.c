@@ -74,7 +74,9 @@ plugin_destroy(struct server *srv, struct unit *u)
     struct moonlet_plugin *p = (struct moonlet_plugin *)u;
 
     (void)srv;
-    if (p->phase == PLUGIN_RUNNING) {   /* retire ran fini already for replaced ones */
+    if (p->handed_over || p->heir_of)   /* given away, or never received (not committed) */
+        p->data = NULL;
+    if (p->phase == PLUGIN_RUNNING) {
         p->phase = PLUGIN_FINI;
         if (p->copy.fini)
             p->copy.fini(p);
@@ -141,7 +143,10 @@ plugin_load(struct server *srv, const char *path, const struct conf_item *conf,
     p->conf.items = conf;
     p->conf.name = p->copy.name;
     p->phase = PLUGIN_INIT;
+    if (prev && prev->ld == &plugin_loader)
+        p->prev = (struct moonlet_plugin *)prev;
     rc = p->copy.init(p, &p->conf);
+    p->prev = NULL;
     if (rc != MOONLET_OK) {
         snprintf(err, errlen, "%s: init of '%s' failed (%d)", path, p->copy.name, rc);
         p->phase = PLUGIN_FINI;
@@ -155,11 +160,21 @@ plugin_load(struct server *srv, const char *path, const struct conf_item *conf,
 }
 
 /* Replaced or unloaded: no new requests reach it. Its fini runs once nothing refers to it
- * (plugin_destroy), so that separate responses it owes can still be sent by its timers. */
+ * (plugin_destroy), so that separate responses it owes can still be sent by its timers.
+ * A successor now live that inherited its data completes the handoff. */
 static void
 plugin_retire(struct server *srv, struct unit *u)
 {
-    (void)srv, (void)u;
+    struct moonlet_plugin *p = (struct moonlet_plugin *)u;
+
+    for (struct unit *v = srv->units; v; v = v->next) {
+        struct moonlet_plugin *q = (struct moonlet_plugin *)v;
+
+        if (v->ld == &plugin_loader && q->heir_of == p) {
+            q->heir_of = NULL;
+            p->handed_over = 1;
+        }
+    }
 }
 
 const struct loader plugin_loader = {".so", plugin_load, plugin_retire, NULL, plugin_destroy,
@@ -260,6 +275,19 @@ moonlet_plugin_set_data(moonlet_plugin *p, void *data)
 void *
 moonlet_plugin_data(const moonlet_plugin *p)
 {
+    return p->data;
+}
+
+void *
+moonlet_plugin_inherit(moonlet_plugin *p)
+{
+    struct moonlet_plugin *old = p->prev;
+
+    if (p->phase != PLUGIN_INIT || old == NULL || p->copy.state_version == 0 ||
+        old->copy.state_version != p->copy.state_version)
+        return NULL;
+    p->heir_of = old;
+    p->data = old->data;
     return p->data;
 }
 

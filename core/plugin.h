@@ -47,6 +47,9 @@ struct moonlet_plugin {
     char *path;
     enum plugin_phase phase;
     void *data;
+    struct moonlet_plugin *prev;    /* in init: the version it replaces (NULL: first load) */
+    struct moonlet_plugin *heir_of; /* took prev's data; cleared when prev retires */
+    int handed_over;                /* its data went to a newer version */
     struct moonlet_conf conf;
     struct moonlet_timer *timers;
 };

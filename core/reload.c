@@ -203,10 +203,11 @@ commit(struct server *srv, struct unit *prev, struct unit *u, struct tree *stagi
     }
     tree_free(staging);
     u->loaded_at = (double)time(NULL);
-    if (prev)
-        retire(srv, prev);      /* what the new version no longer serves: 4.04 */
     u->next = srv->units;
     srv->units = u;
+    if (prev)
+        retire(srv, prev);      /* what the new version no longer serves: 4.04; its
+                                   successor (live now) takes over its state */
     return 0;
 }
 

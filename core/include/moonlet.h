@@ -26,9 +26,10 @@ extern "C" {
 #define MOONLET_ABI_MAJOR 1
 /* Bumped when calls or struct fields are added. A plugin built against minor M loads into
  * a server whose minor is >= M. */
-#define MOONLET_ABI_MINOR 2    /* 1.1: moonlet_resource_def.body (streamed uploads)
+#define MOONLET_ABI_MINOR 3    /* 1.1: moonlet_resource_def.body (streamed uploads)
                                   1.2: moonlet_notify, moonlet_resource_def.autonotify and
-                                       .notify_con */
+                                       .notify_con
+                                  1.3: moonlet_plugin_inherit, MOONLET_PLUGIN_STATE */
 
 #if defined(__GNUC__)
 #define MOONLET_API __attribute__((visibility("default")))
@@ -144,9 +145,13 @@ typedef struct moonlet_plugin_info {
 /* Put this in exactly one .c file of a plugin. It defines the exported descriptor
  * `moonlet_plugin_descriptor` the loader looks up with dlsym. */
 #define MOONLET_PLUGIN(name_, version_, init_, fini_)                                        \
+    MOONLET_PLUGIN_STATE(name_, version_, init_, fini_, 0)
+/* The same, for a plugin whose data a reloaded version may take over: versions declaring
+ * the same non-zero state_version_ share the layout of that data (moonlet_plugin_inherit). */
+#define MOONLET_PLUGIN_STATE(name_, version_, init_, fini_, state_version_)                  \
     __attribute__((visibility("default"))) const moonlet_plugin_info moonlet_plugin_descriptor = {     \
         MOONLET_ABI_MAJOR, MOONLET_ABI_MINOR, sizeof(moonlet_plugin_info), (name_),          \
-        (version_), (init_), (fini_), 0, {0}}
+        (version_), (init_), (fini_), (state_version_), {0}}
 
 /* ---- resources -------------------------------------------------------------------------- */
 
@@ -273,6 +278,15 @@ MOONLET_API void moonlet_timer_stop(moonlet_timer *t);
 
 MOONLET_API void moonlet_plugin_set_data(moonlet_plugin *p, void *data);
 MOONLET_API void *moonlet_plugin_data(const moonlet_plugin *p);
+/* State handoff across a reload. In init: the data of the version this one replaces, when
+ * both declared the same non-zero state_version (MOONLET_PLUGIN_STATE), also set as this
+ * plugin's data; else NULL (a first load, no or another state_version: start afresh).
+ * The old version keeps using the data while it finishes its requests in flight; just
+ * before its fini runs, its moonlet_plugin_data becomes NULL, so a fini that frees what
+ * moonlet_plugin_data returns frees nothing the new version owns. If the new version
+ * fails to load, nothing was handed over: the old one goes on with its data, and the
+ * failed one's fini (if its init had returned OK) sees NULL. */
+MOONLET_API void *moonlet_plugin_inherit(moonlet_plugin *p);
 /* Configuration values given to this plugin (command line `-s NAME.KEY=VALUE`, later the
  * config file). Valid: for the plugin's lifetime. */
 MOONLET_API const char *moonlet_conf_str(const moonlet_conf *c, const char *key,
