@@ -342,6 +342,7 @@ reload_reap(struct server *srv)
 
         if (u->refs == 0 && !(u->ld->busy && u->ld->busy(u))) {
             *pp = u->next;
+            log_info("%s: the retired version is freed", u->path);
             unit_destroy(srv, u);
         } else {
             pp = &u->next;

@@ -609,12 +609,20 @@ lua_load_script(struct server *srv, const char *path, const struct conf_item *co
     return 0;
 }
 
-/* Replaced or unloaded: timers stop; handlers waiting (coroutines) run to their end. */
+/* Replaced or unloaded: timers stop; handlers waiting (coroutines) run to their end. A
+ * moonlet.wait without a timeout gets one (defer_deadline): with the timers gone and no
+ * new requests, nothing may ever signal it, and it would keep the old version alive. */
 static void
 lua_retire(struct server *srv, struct unit *u)
 {
-    (void)srv;
-    lib_stop_timers((struct script *)u);
+    struct script *sc = (struct script *)u;
+
+    lib_stop_timers(sc);
+    for (struct coro *co = sc->active; co; co = co->next)
+        if (co->state == CO_WAIT && !ev_is_active(&co->wake)) {
+            ev_timer_set(&co->wake, srv->cfg.defer_deadline, 0);
+            ev_timer_start(srv->loop, &co->wake);
+        }
 }
 
 static int

@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from coaptest import (  # noqa: E402
-    ACK, CON, CONTENT, ETAG, GET, OBSERVE, Server, cfg, check, code, coap_client, encode,
+    ACK, CON, CONTENT, ETAG, GET, NON, OBSERVE, Server, cfg, check, code, coap_client, encode,
     eq, expect_msg, main, note, request, test)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -150,6 +150,24 @@ def t_in_flight():
                     c.send(encode(ACK, 0, m.mid))
         eq(got[0].payload, b"slow v1", "the answer in flight")
         eq(get(w, "/v", 0x401).payload, b"v2 loads=2", "a new request")
+
+
+@test("a handler of the old version in moonlet.wait without a timeout (nothing left to "
+      "signal it): bounded by defer_deadline after the reload, so the old version is freed; "
+      "its request had its 5.03 at the deadline")
+def t_wait_forever():
+    extra = ('moonlet.resource{ path = "/w", get = function()\n'
+             '  local v, why = moonlet.wait("never")\n'
+             '  return moonlet.CONTENT, tostring(why) end }')
+    with Scripted(opts={"defer_deadline": 0.5}, extra=extra) as s:
+        c = s.srv.client()
+        d = request(NON, GET, 0x450, b"w", ["w"])
+        c.send(d)
+        eq(get(c, "/v", 0x451).payload, b"v1 loads=1", "/v (the waiting request is in)")
+        s.rewrite("v2", extra)
+        m = c.recv(2.0)
+        eq(m and (m.token, m.code), (b"w", code(5, 3)), "the waiting request at its deadline")
+        s.wait(r"app\.lua: the retired version is freed", "free of the old version")
 
 
 @test("a syntax error in the new version: the old one keeps serving and the log names "
