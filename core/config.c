@@ -329,7 +329,16 @@ config_load(const char *file)
 
         c->listen = calloc(n ? n : 1, sizeof *c->listen);
         for (unsigned i = 0; uris && c->listen && i < n; i++) {
-            if (parse_listen(uris[i], &c->listen[c->nlisten]) < 0) {
+            static const char *later[] = {"coaps://", "coap+tcp://", "coaps+tcp://",
+                                          "coap+ws://", "coaps+ws://", NULL};
+            unsigned k = 0;
+
+            while (later[k] && strncmp(uris[i], later[k], strlen(later[k])) != 0)
+                k++;
+            if (later[k]) {     /* RFC 7252 §6.2, RFC 8323 §8: schemes still to come */
+                bad(&x, s, "listen: '%s': %s listeners are not built yet (coap:// only)",
+                    uris[i], later[k]);
+            } else if (parse_listen(uris[i], &c->listen[c->nlisten]) < 0) {
                 free(c->listen[c->nlisten].addr);
                 bad(&x, s, "listen: '%s' is not coap://ADDR:PORT (IPv6 in brackets)", uris[i],
                     NULL);

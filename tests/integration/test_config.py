@@ -79,12 +79,12 @@ def t_check_example():
     eq((rc, out), (0, [EXAMPLE + ": configuration OK"]), "exit status and output")
 
 
-@test("-t reports every problem as FILE:LINE: an unknown key, a bad -o value, an unknown -o "
+@test("-t reports every problem as FILE:LINE: a scheme not built yet, an unknown key, a bad -o value, an unknown -o "
       "key, a bad log_level, a wrong suffix, a wrong type; exit 1")
 def t_check_errors():
     with Dir() as d:
         f = d.file("bad.conf", "\n".join([
-            'listen = [ "coap://[::1]:0" ];',                 # 1
+            'listen = [ "coap://[::1]:0", "coaps://[::1]:0" ];',   # 1
             'setings = { x = 1; };',                          # 2
             'settings = { ack_timeout = "soon";',             # 3
             '             bogus = 1; };',                     # 4
@@ -96,6 +96,8 @@ def t_check_errors():
         eq(rc, 1, "exit status")
         got = sorted(errors_of(out))
         want = sorted([
+            f + ":1: listen: 'coaps://[::1]:0': coaps:// listeners are not built yet "
+            "(coap:// only)",
             f + ":2: unknown key 'setings' (listen, multicast, log_level, settings, lua, "
             "plugins, scripts, watch, admin)",
             f + ":3: settings: ack_timeout=soon: not a number",
