@@ -186,33 +186,43 @@ listens(const struct config *cf, unsigned *n)
     return cf && cf->nlisten ? cf->listen : &default_listen;
 }
 
+/* Was ep opened as l? (address and port as written, port 0 included) */
 static int
-listen_in(const struct config_listen *l, const struct config_listen *list, unsigned n)
+opened_as(const struct endpoint *ep, const struct config_listen *l)
 {
-    for (unsigned i = 0; i < n; i++)
-        if (strcmp(list[i].addr, l->addr) == 0 && list[i].port == l->port)
-            return 1;
-    return 0;
+    return strcmp(ep->bind_addr, l->addr) == 0 && ep->bind_port == l->port;
 }
 
-/* SIGHUP: listeners the new file drops close first (so that an address the file moves to
- * another listener is free), then the new ones open. A listener that cannot open is
- * logged; the rest of the reload stands. */
+/* SIGHUP: the listeners open are made those the new file lists (so one that failed to
+ * open last time is tried again). Those it drops close first, so that an address the
+ * file moves to another listener is free; then the missing ones open. One that cannot
+ * open is logged; the rest of the reload stands. */
 static void
-relisten(const struct config *oc, const struct config *nc, unsigned *opened,
-         unsigned *closed)
+relisten(const struct config *nc, unsigned *opened, unsigned *closed)
 {
-    unsigned on, nn;
-    const struct config_listen *ol = listens(oc, &on), *nl = listens(nc, &nn);
+    unsigned nn;
+    const struct config_listen *nl = listens(nc, &nn);
+    struct endpoint *ep, *next;
 
     if (run.cli_listen)
         return;
-    for (unsigned i = 0; i < on; i++)
-        if (!listen_in(&ol[i], nl, nn) && server_unlisten(run.srv, ol[i].addr, ol[i].port) == 0)
+    for (ep = run.srv->endpoints; ep; ep = next) {
+        unsigned i = 0;
+
+        next = ep->next;
+        while (i < nn && !opened_as(ep, &nl[i]))
+            i++;
+        if (i == nn) {
+            server_unlisten(run.srv, ep);
             ++*closed;
-    for (unsigned i = 0; i < nn; i++)
-        if (!listen_in(&nl[i], ol, on) && listen_on(&nl[i], nc, 1) == 0)
+        }
+    }
+    for (unsigned i = 0; i < nn; i++) {
+        for (ep = run.srv->endpoints; ep && !opened_as(ep, &nl[i]); ep = ep->next)
+            ;
+        if (ep == NULL && listen_on(&nl[i], nc, 1) == 0)
             ++*opened;
+    }
 }
 
 /* SIGHUP: the new file, checked whole, replaces the running one; a bad one changes
@@ -264,7 +274,7 @@ sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
         }
         conf_list_free(conf);
     }
-    relisten(oc, nc, &opened, &closed);
+    relisten(nc, &opened, &closed);
     log_info("reloaded %s: %u added, %u removed, %u reloaded, %u unchanged; listeners: %u "
              "opened, %u closed%s", run.file, added, removed, reloaded, same, opened, closed,
              failed ? " (some failed: see above)" : "");

@@ -245,20 +245,17 @@ server_listen(struct server *srv, const char *addr, unsigned port, char *err, si
     return 0;
 }
 
-int
-server_unlisten(struct server *srv, const char *addr, unsigned port)
+void
+server_unlisten(struct server *srv, struct endpoint *ep)
 {
-    struct endpoint **pp = &srv->endpoints, *ep;
+    struct endpoint **pp = &srv->endpoints;
 
-    while (*pp && (strcmp((*pp)->bind_addr, addr) != 0 || (*pp)->bind_port != port))
+    while (*pp != ep)
         pp = &(*pp)->next;
-    if ((ep = *pp) == NULL)
-        return -1;
     session_endpoint_gone(srv, ep);
     *pp = ep->next;
     log_notice("closed %s", ep->name);
     ep->tp->close(ep);          /* flushes what the goodbyes queued */
-    return 0;
 }
 
 void

@@ -113,11 +113,10 @@ int server_config_set(struct server_config *c, const char *key, const char *valu
 int server_init(struct server *srv, struct ev_loop *loop);
 int server_listen(struct server *srv, const char *addr, unsigned port, char *err,
                   size_t errlen);
-/* Close the listener opened as addr:port (a configuration reload removed it). Its peers
- * are told once, best effort, before the socket goes: deferred answers and observations
- * end with 5.03; their sessions, transfers and queued CONs are freed. 0, or -1 if no
- * listener was opened as addr:port. */
-int server_unlisten(struct server *srv, const char *addr, unsigned port);
+/* Close listener ep (a configuration reload removed it). Its peers are told once, best
+ * effort, before the socket goes: deferred answers and observations end with 5.03; their
+ * sessions, transfers and queued CONs are freed. */
+void server_unlisten(struct server *srv, struct endpoint *ep);
 /* reload.c. Load a plugin (.so) or, through a loader, a script, and put its resources
  * live; watched for changes when cfg.watch. The conf list is copied. 0 or -1 with err. */
 int server_load(struct server *srv, const char *path, const struct conf_item *conf, char *err,

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 
@@ -222,6 +223,31 @@ def t_sighup_listeners():
             eq(m and (m.code, m.payload), (CONTENT, b"late"), "a deferred answer on the new")
             eq(s.stop(), 0, "exit status")
 
+
+
+@test("SIGHUP adding a listener whose port is taken: one error line, the rest of the reload "
+      "stands and the first listener serves on; the next SIGHUP (port free) opens it")
+def t_sighup_port_taken():
+    with Dir() as d:
+        d.file("a.lua", SCRIPT % "a")
+        conf = 'listen = [ %s ];\nscripts = ( { path = "a.lua"; } );\n'
+        f = d.file("m.conf", conf % '"coap://[::1]:0"')
+        with Server(args=["-c", f], plugins=[], addr=None) as s, \
+                socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as blocker:
+            blocker.bind(("::1", 0))
+            taken = blocker.getsockname()[1]
+            both = conf % ('"coap://[::1]:0", "coap://[::1]:%d"' % taken)
+            mark = hup(s, d, both)
+            m = s.log.wait_for(r"listeners: (\d+) opened, (\d+) closed", 5.0, mark)
+            eq(m and m.groups(), ("0", "0"), "listeners opened, closed")
+            check(s.log.wait_for(r"error: udp://\[::1\]:%d: Address already in use" % taken,
+                                 0.1, mark), "no error line for the taken port")
+            eq(get(Client(s.port, "::1"), "/a", 20).payload, b"none", "the first listener")
+            blocker.close()
+            mark = hup(s, d, both)
+            m = s.log.wait_for(r"listeners: (\d+) opened, (\d+) closed", 5.0, mark)
+            eq(m and m.groups(), ("1", "0"), "listeners opened, closed (retried)")
+            eq(get(Client(taken, "::1"), "/a", 21).payload, b"none", "the retried listener")
 
 if __name__ == "__main__":
     main()
