@@ -217,12 +217,13 @@ static void
 settle_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct watch *w = (struct watch *)((char *)t - offsetof(struct watch, settle));
+    struct unit *u;
     char err[512];
 
     (void)loop, (void)revents;
-    if (find_unit(w->srv, w->path) == NULL)
+    if ((u = find_unit(w->srv, w->path)) == NULL)
         return;
-    if (server_reload(w->srv, w->path, NULL, err, sizeof err) < 0)
+    if (server_reload(w->srv, w->path, u->conf, err, sizeof err) < 0)
         log_error("%s; the running version keeps serving", err);
 }
 
@@ -304,7 +305,7 @@ server_reload(struct server *srv, const char *path, const struct conf_item *conf
         snprintf(err, errlen, "%s: not loaded", path);
         return -1;
     }
-    if ((u = stage(srv, path, conf ? conf : prev->conf, prev, &staging, err, errlen)) == NULL)
+    if ((u = stage(srv, path, conf, prev, &staging, err, errlen)) == NULL)
         return -1;
     watch = prev->watch;        /* the file's watch goes on, for the new version */
     prev->watch = NULL;

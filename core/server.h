@@ -134,7 +134,8 @@ int reload_admin_register(struct server *srv);
 int server_unload(struct server *srv, const char *path);
 /* Load path again (new code, new settings) into a fresh unit and swap it in atomically; if
  * it fails to load the old one keeps serving and err says why (FILE:LINE for a script).
- * The conf list is copied. 0 or -1. */
+ * conf is the whole new settings list (NULL: none; a file change passes the unit's own);
+ * it is copied. 0 or -1. */
 int server_reload(struct server *srv, const char *path, const struct conf_item *conf,
                   char *err, size_t errlen);
 void server_run(struct server *srv);

@@ -440,10 +440,14 @@ conf_get(const struct conf_item *c, const char *key)
     return v;
 }
 
+/* The lua group, applied at every load: the defaults, then what conf says; nothing
+ * changes if any value is bad. Every load gets the same group (the file's, -s lua.*),
+ * so the runtime always reflects the latest; SIGHUP reloads the scripts when it changes. */
 static int
 settings(struct lua_rt *rt, const struct conf_item *conf, char *err, size_t errlen)
 {
     static const char *known[] = {"memory", "instructions", "errors", "sandbox", "paths"};
+    struct lua_rt n = {.memory = 64u << 20, .instructions = 10000000, .sandbox = 1};
     const char *v;
     char *end;
 
@@ -460,41 +464,47 @@ settings(struct lua_rt *rt, const struct conf_item *conf, char *err, size_t errl
         }
     }
     if ((v = conf_get(conf, "memory")) != NULL) {
-        unsigned long long n = strtoull(v, &end, 10);
+        unsigned long long m = strtoull(v, &end, 10);
 
-        if (*v == '\0' || *end || n < 65536) {
+        if (*v == '\0' || *end || m < 65536) {
             snprintf(err, errlen, "-s lua.memory=%s: bytes, at least 65536", v);
             return -1;
         }
-        rt->memory = (size_t)n;
+        n.memory = (size_t)m;
     }
     if ((v = conf_get(conf, "instructions")) != NULL) {
-        long n = strtol(v, &end, 10);
+        long m = strtol(v, &end, 10);
 
-        if (*v == '\0' || *end || n < 0 || n > 2000000000) {
+        if (*v == '\0' || *end || m < 0 || m > 2000000000) {
             snprintf(err, errlen, "-s lua.instructions=%s: a count 0..2000000000 (0: none)", v);
             return -1;
         }
-        rt->instructions = n;
+        n.instructions = m;
     }
     if ((v = conf_get(conf, "errors")) != NULL) {
         if (strcmp(v, "short") && strcmp(v, "full")) {
             snprintf(err, errlen, "-s lua.errors=%s: short or full", v);
             return -1;
         }
-        rt->errors_full = strcmp(v, "full") == 0;
+        n.errors_full = strcmp(v, "full") == 0;
     }
     if ((v = conf_get(conf, "sandbox")) != NULL) {
         if (strcmp(v, "on") && strcmp(v, "off")) {
             snprintf(err, errlen, "-s lua.sandbox=%s: on or off", v);
             return -1;
         }
-        rt->sandbox = strcmp(v, "on") == 0;
+        n.sandbox = strcmp(v, "on") == 0;
     }
-    if ((v = conf_get(conf, "paths")) != NULL) {
-        free(rt->paths);
-        rt->paths = strdup(v);
+    if ((v = conf_get(conf, "paths")) != NULL && (n.paths = strdup(v)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
     }
+    rt->memory = n.memory;
+    rt->instructions = n.instructions;
+    rt->errors_full = n.errors_full;
+    rt->sandbox = n.sandbox;
+    free(rt->paths);
+    rt->paths = n.paths;
     return 0;
 }
 
@@ -509,15 +519,10 @@ rt_get(struct server *srv, const struct conf_item *conf, char *err, size_t errle
             return NULL;
         }
         rt->srv = srv;
-        rt->memory = 64u << 20;
-        rt->instructions = 10000000;
-        rt->sandbox = 1;
         ev_idle_init(&rt->resume, resume_ready);
         srv->lua = rt;
-        if (settings(rt, conf, err, errlen) < 0)
-            return NULL;
     }
-    return rt;
+    return settings(rt, conf, err, errlen) < 0 ? NULL : rt;
 }
 
 static int

@@ -176,7 +176,48 @@ def t_sighup():
             eq(get(c, "/b", 13).code, code(4, 4), "/b removed")
             eq(get(c, "/c", 14).payload, b"2", "/c with its new setting")
             eq(get(c, "/d", 15).payload, b"1", "/d added")
+            # the lua group changes: the scripts reload, the plugin does not
+            mark = hup(s, d, conf % ", ".join([unit % ("a", "1"), unit % ("c", "2"),
+                                               unit % ("d", "1")]) +
+                       'lua = { instructions = 5000000; };\n'
+                       'plugins = ( { path = "%s"; } );\n' % hello_so())
+            m = s.log.wait_for(r"reloaded .*m\.conf: (\d+) added, (\d+) removed, (\d+) "
+                               r"reloaded, (\d+) unchanged", 5.0, mark)
+            eq(m and m.groups(), ("1", "0", "3", "0"), "plugin added, scripts reloaded")
+            mark = hup(s, d, conf % ", ".join([unit % ("a", "1"), unit % ("c", "2"),
+                                               unit % ("d", "1")]) +
+                       'lua = { instructions = 6000000; };\n'
+                       'plugins = ( { path = "%s"; } );\n' % hello_so())
+            m = s.log.wait_for(r"reloaded .*m\.conf: (\d+) added, (\d+) removed, (\d+) "
+                               r"reloaded, (\d+) unchanged", 5.0, mark)
+            eq(m and m.groups(), ("0", "0", "3", "1"), "lua changed: scripts only")
 
+
+@test("SIGHUP changing the lua group: the scripts reload under the new limits at once "
+      "(a loop within the default instruction budget then exceeds 100000 -> 5.00); a bad "
+      "value fails the reload and the script serves on under the old limits")
+def t_sighup_lua():
+    with Dir() as d:
+        d.file("l.lua", 'local moonlet = require "moonlet"\n'
+               'moonlet.resource{ path = "/loop", get = function()\n'
+               '  local n = 0\n  for i = 1, 200000 do n = n + i end\n'
+               '  return moonlet.CONTENT, tostring(n) end }\n')
+        conf = 'scripts = ( { path = "l.lua"; } );\n'
+        f = d.file("m.conf", conf)
+        with Server(args=["-c", f], plugins=[]) as s:
+            c = s.client()
+            eq(get(c, "/loop", 30).payload, b"20000100000", "default budget")
+            mark = hup(s, d, conf + "lua = { instructions = 100000; };\n")
+            m = s.log.wait_for(r"reloaded .*m\.conf: .* (\d+) reloaded", 5.0, mark)
+            eq(m and m.group(1), "1", "scripts reloaded")
+            eq(get(c, "/loop", 31).code, code(5, 0), "over the new budget")
+            mark = hup(s, d, conf + "lua = { instructions = -1; };\n")
+            check(s.log.wait_for(r"error: -s lua\.instructions=-1", 5.0, mark),
+                  "no error for the bad value")
+            eq(get(c, "/loop", 32).code, code(5, 0), "the old limits stay")
+            mark = hup(s, d, conf)
+            check(s.log.wait_for(r"reloaded .*m\.conf", 5.0, mark), "no reload")
+            eq(get(c, "/loop", 33).payload, b"20000100000", "back to the default budget")
 
 @test("SIGHUP moving the listener from [::1] to 127.0.0.1: the old one closes after telling "
       "its peers (a deferred answer and an observation end with 5.03), the new one serves, "
