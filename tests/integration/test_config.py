@@ -148,7 +148,7 @@ def t_serve():
 
 @test("SIGHUP with a bad file: rejected whole (the log says so), the old configuration keeps "
       "serving; SIGHUP with a good one: a script added, one removed, one reloaded with a new "
-      "setting, one left alone")
+      "setting, one left alone; a change of the lua group reloads the scripts, not a plugin")
 def t_sighup():
     with Dir() as d:
         for n in "abcd":
@@ -166,31 +166,24 @@ def t_sighup():
             check(s.log.wait_for(r"error: .*m\.conf:2: unknown key 'bogus'", 1.0, mark),
                   "no FILE:LINE for the bad key")
             eq(get(c, "/b", 11).payload, b"1", "/b still served")
-            mark = hup(s, d, conf % ", ".join([unit % ("a", "1"), unit % ("c", "2"),
-                                               unit % ("d", "1")]))
-            m = s.log.wait_for(r"reloaded .*m\.conf: (\d+) added, (\d+) removed, (\d+) "
-                               r"reloaded, (\d+) unchanged", 5.0, mark)
-            check(m is not None, "no reload summary")
-            eq(m.groups(), ("1", "1", "1", "1"), "added, removed, reloaded, unchanged")
+            acd = conf % ", ".join([unit % ("a", "1"), unit % ("c", "2"), unit % ("d", "1")])
+
+            def summary(text):
+                m = s.log.wait_for(r"reloaded .*m\.conf: (\d+) added, (\d+) removed, (\d+) "
+                                   r"reloaded, (\d+) unchanged", 5.0, hup(s, d, text))
+                check(m is not None, "no reload summary")
+                return m.groups()
+            eq(summary(acd), ("1", "1", "1", "1"), "added, removed, reloaded, unchanged")
             eq(get(c, "/a", 12).payload, b"1", "/a unchanged")
             eq(get(c, "/b", 13).code, code(4, 4), "/b removed")
             eq(get(c, "/c", 14).payload, b"2", "/c with its new setting")
             eq(get(c, "/d", 15).payload, b"1", "/d added")
             # the lua group changes: the scripts reload, the plugin does not
-            mark = hup(s, d, conf % ", ".join([unit % ("a", "1"), unit % ("c", "2"),
-                                               unit % ("d", "1")]) +
-                       'lua = { instructions = 5000000; };\n'
-                       'plugins = ( { path = "%s"; } );\n' % hello_so())
-            m = s.log.wait_for(r"reloaded .*m\.conf: (\d+) added, (\d+) removed, (\d+) "
-                               r"reloaded, (\d+) unchanged", 5.0, mark)
-            eq(m and m.groups(), ("1", "0", "3", "0"), "plugin added, scripts reloaded")
-            mark = hup(s, d, conf % ", ".join([unit % ("a", "1"), unit % ("c", "2"),
-                                               unit % ("d", "1")]) +
-                       'lua = { instructions = 6000000; };\n'
-                       'plugins = ( { path = "%s"; } );\n' % hello_so())
-            m = s.log.wait_for(r"reloaded .*m\.conf: (\d+) added, (\d+) removed, (\d+) "
-                               r"reloaded, (\d+) unchanged", 5.0, mark)
-            eq(m and m.groups(), ("0", "0", "3", "1"), "lua changed: scripts only")
+            plugin = 'plugins = ( { path = "%s"; } );\n' % hello_so()
+            eq(summary(acd + "lua = { instructions = 5000000; };\n" + plugin),
+               ("1", "0", "3", "0"), "plugin added, scripts reloaded")
+            eq(summary(acd + "lua = { instructions = 6000000; };\n" + plugin),
+               ("0", "0", "3", "1"), "lua changed: scripts only")
 
 
 @test("SIGHUP changing the lua group: the scripts reload under the new limits at once "
