@@ -195,6 +195,42 @@ listens(const struct config *cf, unsigned *n)
     return cf && cf->nlisten ? cf->listen : &default_listen;
 }
 
+static int
+name_in(const char *name, char *const *list, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (strcmp(list[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+/* SIGHUP: interfaces the file's `multicast` no longer lists are left, new ones joined, on
+ * the listeners open now (those -g names stay joined whatever the file says). */
+static void
+regroup(const struct config *oc, const struct config *nc)
+{
+    unsigned on = oc ? oc->nmulticast : 0;
+
+    for (unsigned i = 0; i < on; i++) {
+        const char *name = oc->multicast[i];
+
+        if (name_in(name, nc->multicast, nc->nmulticast) ||
+            name_in(name, run.groups, run.ngroups))
+            continue;
+        for (struct endpoint *ep = run.srv->endpoints; ep; ep = ep->next)
+            if (udp_leave(ep, name) > 0)
+                log_info("%s: multicast groups left on %s", ep->name, name);
+    }
+    for (unsigned i = 0; i < nc->nmulticast; i++) {
+        char *name = nc->multicast[i];
+
+        if ((on && name_in(name, oc->multicast, on)) || name_in(name, run.groups, run.ngroups))
+            continue;
+        for (struct endpoint *ep = run.srv->endpoints; ep; ep = ep->next)
+            join_groups(ep, &name, 1);      /* a failure is logged; the reload stands */
+    }
+}
+
 /* Was ep opened as l? (address and port as written, port 0 included) */
 static int
 opened_as(const struct endpoint *ep, const struct config_listen *l)
@@ -284,6 +320,7 @@ sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
         }
         conf_list_free(conf);
     }
+    regroup(oc, nc);            /* before relisten: new listeners join by themselves */
     relisten(nc, &opened, &closed);
     log_info("reloaded %s: %u added, %u removed, %u reloaded, %u unchanged; listeners: %u "
              "opened, %u closed%s", run.file, added, removed, reloaded, same, opened, closed,

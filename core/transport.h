@@ -63,5 +63,7 @@ struct endpoint *udp_open(struct server *srv, const char *addr, unsigned port, c
  * reach exchange_multicast and are answered from the endpoint's unicast socket. 0, or -1
  * with a one-line reason. */
 int udp_join(struct endpoint *ep, const char *ifname, char *err, size_t errlen);
+/* Leave the groups joined on interface ifname (close their sockets); how many were left. */
+int udp_leave(struct endpoint *ep, const char *ifname);
 
 #endif

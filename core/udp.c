@@ -34,6 +34,7 @@ struct mcast {
     struct endpoint *ep;        /* whose unicast socket answers */
     ev_io io;
     int fd;
+    unsigned ifindex;           /* the interface it joined on */
 };
 
 struct udp {
@@ -320,6 +321,7 @@ mc_open(struct endpoint *ep, int family, const char *group, unsigned ifindex, ui
         goto fail;
     m->ep = ep;
     m->fd = fd;
+    m->ifindex = ifindex;
     m->next = u->mc;
     u->mc = m;
     ev_io_init(&m->io, mc_read, fd, EV_READ);
@@ -359,6 +361,30 @@ udp_join(struct endpoint *ep, const char *ifname, char *err, size_t errlen)
     }
     return mc_open(ep, AF_INET, "224.0.1.187", ifindex, ntohs(local.u.in.sin_port), err,
                    errlen);
+}
+
+int
+udp_leave(struct endpoint *ep, const char *ifname)
+{
+    struct udp *u = ep->impl;
+    unsigned ifindex = if_nametoindex(ifname);
+    struct mcast **pp = &u->mc;
+    int n = 0;
+
+    while (ifindex && *pp) {
+        struct mcast *m = *pp;
+
+        if (m->ifindex != ifindex) {
+            pp = &m->next;
+            continue;
+        }
+        *pp = m->next;
+        ev_io_stop(ep->srv->loop, &m->io);
+        close(m->fd);           /* closing the socket leaves its groups */
+        free(m);
+        n++;
+    }
+    return n;
 }
 
 int

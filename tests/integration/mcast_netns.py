@@ -13,9 +13,12 @@ addresses) and with coap-client-notls -N.
 """
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -160,6 +163,45 @@ def t_con_noresponse():
        "answers with No-Response 2")
     eq(len(ask(v6_client(), discovery("rt=humidity"))), 2, "answers afterwards")
     check(all(s.alive() for s in srv), "a server died")
+
+
+
+@test("SIGHUP and the file's multicast list: a server listening on [fd00::1]:5683 without "
+      "groups is silent to ff02::fd; multicast = [\"v0\"] and SIGHUP -> it answers; the "
+      "list emptied and SIGHUP -> silent again, unicast still served")
+def t_sighup_groups():
+    d = tempfile.mkdtemp(prefix="moonlet-mc-")
+    conf = os.path.join(d, "m.conf")
+
+    def write(groups):
+        with open(conf + ".tmp", "w") as f:
+            f.write('listen = [ "coap://[fd00::1]:5683" ];\nmulticast = [ %s ];\n'
+                    'settings = { multicast_leisure = %s; };\nscripts = ( { path = "%s"; } );\n'
+                    % (groups, LEISURE, SENSORS))
+        os.replace(conf + ".tmp", conf)
+
+    def hup(groups, event):
+        mark = len(srv.log.lines)
+        write(groups)
+        os.kill(srv.pid, signal.SIGHUP)
+        check(srv.log.wait_for(event, 5.0, mark), "no %r in the log" % event)
+
+    try:
+        write("")
+        srv = Server(args=["-c", conf], plugins=[], addr=None)
+        eq(ask(v6_client(), discovery("rt=temperature")), [], "answers without groups")
+        hup('"v0"', r"udp://\[fd00::1\]:5683: multicast groups joined on v0")
+        eq([(a, p) for a, p, _ in ask(v6_client(), discovery("rt=temperature"))],
+           [("fd00::1", 5683)], "answers once joined")
+        hup("", r"udp://\[fd00::1\]:5683: multicast groups left on v0")
+        eq(ask(v6_client(), discovery("rt=temperature")), [], "answers once left")
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.settimeout(5)
+        s.sendto(request(CON, GET, 0x5300, b"u", ["sensors", "temp"]), ("fd00::1", 5683))
+        eq(Msg(s.recv(4096)).code, CONTENT, "unicast after leaving")
+        s.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
