@@ -14,13 +14,14 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from coaptest import (  # noqa: E402
-    ACK, CON, CONTENT, GET, NON, OBSERVE, Client, Server, cfg, check, code, eq, expect_msg,
-    main, request, run_moonlet, test)
+    ACK, COAP_CLIENT, CON, CONTENT, GET, NON, OBSERVE, Client, Server, cfg, check, code,
+    coap_client, eq, expect_msg, main, request, run_moonlet, test)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -212,6 +213,7 @@ def t_sighup_lua():
             check(s.log.wait_for(r"reloaded .*m\.conf", 5.0, mark), "no reload")
             eq(get(c, "/loop", 33).payload, b"20000100000", "back to the default budget")
 
+
 @test("SIGHUP moving the listener from [::1] to 127.0.0.1: the old one closes after telling "
       "its peers (a deferred answer and an observation end with 5.03), the new one serves, "
       "the owner of the ended deferred answer frees it later without harm")
@@ -231,6 +233,15 @@ def t_sighup_listeners():
             check(m.opt(OBSERVE) is not None, "registered")
             a.send(request(NON, GET, 2, b"df", ["t", "defer"], ["ms=1500"]))
             eq(get(a, "/o", 6).payload, b"v", "/o (the deferred request is in)")
+            # and an independent observer: libcoap's client
+            obs = subprocess.Popen([COAP_CLIENT, "-v", "7", "-s", "3", "-B", "3",
+                                    "coap://[::1]:%d/o" % old], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            seen = []
+            for line in iter(obs.stdout.readline, b""):
+                seen.append(line.decode("utf-8", "replace"))
+                if re.search(r"t:ACK c:2\.05 .*Observe:", seen[-1]):   # registered
+                    break
             mark = hup(s, d, conf % "coap://127.0.0.1:0")
             new = s.log.wait_for(r"ready udp://127\.0\.0\.1:(\d+)", 5.0, mark)
             check(new is not None, "no ready line for the new listener")
@@ -242,12 +253,17 @@ def t_sighup_listeners():
                          (a.recv(2.0), a.recv(2.0)) if x is not None)
             eq(got, [(b"df", NON, code(5, 3), None), (b"ob", NON, code(5, 3), None)],
                "the goodbyes: (token, type, code, Observe)")
+            text = "".join(seen) + obs.communicate(timeout=10)[0].decode("utf-8", "replace")
+            check(re.search(r"t:NON c:5\.03 .*listener closed", text),
+                  "coap-client saw no final 5.03:\n%s" % text[-1500:])
             try:
                 a.expect_silence(0.3, request(CON, GET, 3, b"x", ["o"]))
             except AssertionError as e:     # ICMP unreachable is as good as silence
                 check("unreachable" in str(e), str(e))
             b = Client(int(new.group(1)), "127.0.0.1")
             eq(get(b, "/o", 4).payload, b"v", "/o on the new listener")
+            rc, out, err = coap_client("-m", "get", "coap://127.0.0.1:%s/o" % new.group(1))
+            eq((out.strip(), err), ("v", ""), "coap-client on the new listener")
             # its deadline comes after the first one's: when it answers, t_basic has sent
             # the ended pending (MOONLET_EGONE) and freed it
             late = request(CON, GET, 5, b"l8", ["t", "defer"], ["ms=1500"])
@@ -256,7 +272,6 @@ def t_sighup_listeners():
                 m = b.recv(5.0)
             eq(m and (m.code, m.payload), (CONTENT, b"late"), "a deferred answer on the new")
             eq(s.stop(), 0, "exit status")
-
 
 
 @test("SIGHUP adding a listener whose port is taken: one error line, the rest of the reload "
