@@ -136,15 +136,6 @@ same_settings(const struct conf_item *a, const struct conf_item *b)
     return a == b;
 }
 
-/* The lua group concerns scripts only: a plugin does not reload when it changes. */
-static int
-is_script(const char *path)
-{
-    size_t n = strlen(path);
-
-    return n > 4 && strcmp(path + n - 4, ".lua") == 0;
-}
-
 static const struct config_unit *
 unit_in(const struct config *cf, const char *path)
 {
@@ -305,7 +296,8 @@ sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
         struct conf_item *conf;
 
         if (o && same_settings(o->settings, u->settings) &&
-            (!is_script(u->path) || same_settings(oc->lua, nc->lua))) {
+            /* the lua group concerns scripts only: a plugin stays when it changes */
+            (server_is_plugin(srv, u->path) || same_settings(oc->lua, nc->lua))) {
             same++;
             continue;
         }

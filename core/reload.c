@@ -57,6 +57,14 @@ loader_for(const struct server *srv, const char *path, char *err, size_t errlen)
     return &plugin_loader;      /* anything else is tried as a shared object */
 }
 
+int
+server_is_plugin(const struct server *srv, const char *path)
+{
+    char err[160];
+
+    return loader_for(srv, path, err, sizeof err) == &plugin_loader;
+}
+
 static struct unit *
 find_unit(const struct server *srv, const char *path)
 {

@@ -121,6 +121,8 @@ void server_unlisten(struct server *srv, struct endpoint *ep);
  * live; watched for changes when cfg.watch. The conf list is copied. 0 or -1 with err. */
 int server_load(struct server *srv, const char *path, const struct conf_item *conf, char *err,
                 size_t errlen);
+/* Would path load as a plugin (rather than through a script loader)? */
+int server_is_plugin(const struct server *srv, const char *path);
 /* A loading unit registers a resource (into the staging tree). MOONLET_OK or EEXIST. */
 int server_register(struct server *srv, struct resource *r);
 /* Free retired units nothing refers to any more (before the loop sleeps). */
