@@ -35,6 +35,20 @@ server_szx(const struct server *srv)
     return szx;
 }
 
+/* The SZX of the blocks of a response: ours, or smaller if the client asked for smaller
+ * (§2.4), or if the 3x rule caps it. */
+static unsigned
+reply_szx(const struct server *srv, const struct block_ctx *c)
+{
+    unsigned szx = server_szx(srv);
+
+    if (c->has_b2 && c->b2.szx < szx)
+        szx = c->b2.szx;
+    if (c->capped && c->cap_szx < szx)
+        szx = c->cap_szx;
+    return szx;
+}
+
 static struct block_opt
 block_decode(uint32_t v)
 {
@@ -183,7 +197,7 @@ static void
 serve_block(struct server *srv, const struct block_ctx *c, const struct moonlet_resp *full,
             const uint8_t *etag, unsigned elen, struct moonlet_resp *resp)
 {
-    unsigned szx = c->has_b2 && c->b2.szx < server_szx(srv) ? c->b2.szx : server_szx(srv);
+    unsigned szx = reply_szx(srv, c);
     size_t size = 16u << szx, off = (size_t)(c->has_b2 ? c->b2.num : 0) * size;
     size_t total = full->plen, n;
     const uint8_t *src = full->payload;
@@ -285,8 +299,9 @@ block_response(struct server *srv, struct session *s, const struct block_ctx *c,
 {
     size_t size;
 
-    if (MSG_CLASS(resp->code) == 2 && (c->has_b2 || resp->plen > srv->cfg.block_size)) {
-        unsigned szx = c->has_b2 && c->b2.szx < server_szx(srv) ? c->b2.szx : server_szx(srv);
+    if (MSG_CLASS(resp->code) == 2 &&
+        (c->has_b2 || resp->plen > (16u << reply_szx(srv, c)))) {
+        unsigned szx = reply_szx(srv, c);
 
         size = 16u << szx;
         if (resp->plen <= size && (!c->has_b2 || c->b2.num == 0)) {
@@ -384,6 +399,8 @@ xfer1_unlink(struct session *s, struct xfer1 *x)
 static void
 xfer1_free(struct server *srv, struct xfer1 *x)
 {
+    if (x->unv)
+        srv->sessions.unv_bytes -= x->cap;
     srv->x1_bytes -= x->cap;
     free(x->buf);
     free(x);
@@ -467,6 +484,8 @@ block1(struct server *srv, struct moonlet_req *req, struct resource *r, struct b
             x->next = s->x1;
             s->x1 = x;
             s->nx1++;
+            x->unv = !s->verified;
+            session_probe(srv, s);      /* RFC 9175 §2.4: an upload is lasting state */
         }
         x->szx = (uint8_t)b.szx;
         x->ct = req->ct;
@@ -524,13 +543,19 @@ block1(struct server *srv, struct moonlet_req *req, struct resource *r, struct b
             cap *= 2;
         if (cap > srv->cfg.max_body)
             cap = srv->cfg.max_body;
+        /* unverified peers' uploads share unverified_bytes: a spoofed flood of block 0s
+         * cannot take the reassembly memory real uploads need; the ping sent at block 0
+         * verifies a real uploader, whose retry then counts elsewhere */
         if (srv->x1_bytes + cap - x->cap > srv->cfg.block1_bytes ||
+            (x->unv && srv->sessions.unv_bytes + cap - x->cap > srv->cfg.unverified_bytes) ||
             (nb = realloc(x->buf, cap)) == NULL) {
             xfer1_drop(srv, s, x);
             simple(resp, MOONLET_SERVICE_UNAVAILABLE, "upload memory exhausted");
             moonlet_resp_option_uint(resp, MOONLET_OPT_MAX_AGE, 10);
             return BLOCK_ANSWERED;
         }
+        if (x->unv)
+            srv->sessions.unv_bytes += cap - x->cap;
         srv->x1_bytes += cap - x->cap;
         x->buf = nb;
         x->cap = cap;
@@ -620,7 +645,8 @@ block_request(struct server *srv, struct moonlet_req *req, struct resource *r,
     c->variant = variant_of(req);
     if (has_b1)
         return block1(srv, req, r, b1, has_tag ? &tag : NULL, size1, has_size1, resp);
-    if (has_size1 && size1 > srv->cfg.max_body)
+    /* RFC 7252 §5.9.2.9: max_body holds for a body in one message as for one in blocks */
+    if ((has_size1 && size1 > srv->cfg.max_body) || req->payload_len > srv->cfg.max_body)
         return too_large(srv, resp);
     if (r->body && req->payload_len) {  /* a streamed resource sees every body the same way */
         int rc = r->body(req, 0, req->payload, req->payload_len, 1, r->ud);
@@ -663,6 +689,40 @@ block_session_sweep(struct server *srv, struct session *s, int gone)
         if (gone || x->expires <= now)
             xfer2_free(srv, s, x);
     }
+}
+
+void
+block_cap(struct block_ctx *c, size_t budget, unsigned tkl)
+{
+    /* what a block answer carries besides its payload: header, token, Content-Format (3),
+     * ETag (9), Block2 (4), Size2 (5), Max-Age (5), the payload marker */
+    size_t overhead = 4 + tkl + 3 + 9 + 4 + 5 + 5 + 1;
+    unsigned szx = 0;
+
+    while (szx < 6 && overhead + (32u << szx) <= budget)
+        szx++;
+    c->capped = 1;
+    c->cap_szx = (uint8_t)szx;
+}
+
+size_t
+block_audit(const struct session *s)
+{
+    size_t n = 0;
+
+    for (const struct xfer1 *x = s->x1; x; x = x->next)
+        n += x->unv ? x->cap : 0;
+    return n;
+}
+
+void
+block_session_verified(struct server *srv, struct session *s)
+{
+    for (struct xfer1 *x = s->x1; x; x = x->next)
+        if (x->unv) {
+            x->unv = 0;
+            srv->sessions.unv_bytes -= x->cap;
+        }
 }
 
 void

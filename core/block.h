@@ -45,6 +45,7 @@ struct xfer1 {
     unsigned method;
     uint8_t tag[8], taglen, has_tag;
     uint8_t szx;
+    uint8_t unv;                /* its buffer counts against unverified_bytes */
     int ct;
     uint8_t *buf;
     size_t len, cap;
@@ -74,6 +75,14 @@ void block_rep_release(struct server *srv, struct rep *rep);
 void block_etag_add(struct moonlet_resp *resp);
 /* The request is over: release the reassembly buffer it used. */
 void block_request_done(struct server *srv, struct moonlet_req *req);
+/* Answers to this request are cut into blocks small enough that one fits budget bytes
+ * (RFC 7252 §11.3: an unverified peer of a group request gets its answer within the 3x
+ * rule; it fetches the rest by unicast, RFC 7959 §2.4). */
+void block_cap(struct block_ctx *c, size_t budget, unsigned tkl);
+/* Consistency check: the upload buffer bytes of s counted against unverified_bytes. */
+size_t block_audit(const struct session *s);
+/* The session was verified: its upload buffers leave the unverified budget. */
+void block_session_verified(struct server *srv, struct session *s);
 /* Expire idle transfers of a session; free all of them when gone is set. */
 void block_session_sweep(struct server *srv, struct session *s, int gone);
 /* The snapshot cache at shutdown. */

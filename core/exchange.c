@@ -15,6 +15,7 @@
 #include "plugin.h"
 #include "server.h"
 #include "session.h"
+#include "verify.h"
 
 struct outmsg {
     struct outmsg *next;
@@ -26,11 +27,23 @@ struct outmsg {
     double timeout;
     uint16_t mid;
     uint8_t stale;              /* replaced by a newer notification since last sent */
+    uint8_t ping;               /* an empty CON proving the peer's address (RFC 9175 §2.4) */
+    uint8_t unv;                /* counted in the unverified budget (unv_bytes) */
     uint8_t *buf;               /* inline, or malloc'd when a replacement outgrew it */
     size_t len, cap;
     uint8_t inline_buf[];
 };
 
+/* An answer the 3x rule held back: sent as it is (a piggybacked ACK, a NON) once the peer
+ * is verified, which a ping asks for within a round trip -- well inside the client's ACK
+ * timeout, so a CON request still gets its piggybacked answer. */
+struct held {
+    struct held *next;
+    size_t len;
+    uint8_t buf[];
+};
+
+/* An Empty ACK or RST, stateless (§4.2): never larger than what it answers. */
 static void
 send_empty(struct endpoint *ep, const struct peer *to, unsigned type, uint16_t mid)
 {
@@ -48,9 +61,24 @@ static void out_start(struct outmsg *om);
 static void
 out_free(struct outmsg *om)
 {
+    if (om->unv)
+        om->srv->sessions.unv_bytes -= om->len;
     if (om->buf != om->inline_buf)
         free(om->buf);
     free(om);
+}
+
+/* A CON of ours timed out: the peer is unreachable (§4.2). Whatever else waits for it
+ * goes too, and its observations end (RFC 7641 §4.5). */
+static void
+unreachable(struct server *srv, struct session *s)
+{
+    char pb[64];
+
+    log_debug("%s: unreachable; its observations and queued messages are dropped",
+              peer_str(&s->peer, pb, sizeof pb));
+    observe_session_gone(srv, s);
+    exchange_session_gone(srv, s);
 }
 
 /* The head of the queue is over (how: OBS_ACKED, OBS_REJECTED, OBS_TIMEOUT); the next
@@ -63,6 +91,10 @@ out_done(struct outmsg *om, int how)
     struct observer *o = om->obs;
 
     ev_timer_stop(srv->loop, &om->timer);
+    if (om->ping)
+        s->reserve = 0;
+    if (how != OBS_TIMEOUT)     /* our MID came back: the peer receives what we send */
+        session_verify(srv, s);
     if (how == OBS_ACKED && om->stale) {
         /* RFC 7641 §4.5.2: the peer has an older state; the newest goes out now */
         om->stale = 0;
@@ -75,15 +107,40 @@ out_done(struct outmsg *om, int how)
     out_free(om);
     if (o)
         observe_con_done(srv, o, how);
-    if (s->out_head)
+    if (how == OBS_TIMEOUT)
+        unreachable(srv, s);
+    else if (s->out_head)
         out_start(s->out_head);
+}
+
+/* Send om's bytes, within the 3x rule while the peer is unverified: what it does not allow
+ * is not sent (the timer still runs, as for a datagram lost on the way). */
+static void
+out_send(struct outmsg *om)
+{
+    struct session *s = om->sess;
+
+    if (!om->ping) {
+        session_send(om->srv, s, om->buf, om->len);
+        return;
+    }
+    /* the ping is the one way out of the 3x rule: the credit of its next repetition is
+     * kept back, lest answers and notifications spend it first and a peer deaf to this
+     * one (libcoap 4.3.1 in its first 250 ms) is never verified */
+    s->reserve = 0;
+    session_send(om->srv, s, om->buf, om->len);
+    if (!s->verified && om->retries < om->srv->cfg.max_retransmit) {
+        uint64_t cap = 3 * (uint64_t)s->rx, left = cap > s->tx ? cap - s->tx : 0;
+        uint64_t one = om->len + s->hdr;
+
+        s->reserve = (uint16_t)(one < left ? one : left);
+    }
 }
 
 static void
 out_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct outmsg *om = (struct outmsg *)((char *)w - offsetof(struct outmsg, timer));
-    struct endpoint *ep = om->sess->ep;
 
     (void)revents;
     if (om->retries >= om->srv->cfg.max_retransmit) {
@@ -105,33 +162,13 @@ out_timeout(struct ev_loop *loop, ev_timer *w, int revents)
         om->buf[2] = (uint8_t)(om->mid >> 8);
         om->buf[3] = (uint8_t)om->mid;
     }
-    ep->tp->send(ep, &om->sess->peer, om->buf, om->len);
+    out_send(om);
     ev_timer_set(&om->timer, om->timeout, 0);
     ev_timer_start(loop, &om->timer);
 }
 
-static void
-out_start(struct outmsg *om)
-{
-    struct server *srv = om->srv;
-    struct session *s = om->sess;
-    struct endpoint *ep = s->ep;
-
-    om->mid = s->next_mid++;
-    om->buf[2] = (uint8_t)(om->mid >> 8);
-    om->buf[3] = (uint8_t)om->mid;
-    om->retries = 0;
-    /* §4.2: initial timeout random in [ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR] */
-    om->timeout = srv->cfg.ack_timeout *
-                  (1.0 + server_random(srv) * (srv->cfg.ack_random_factor - 1.0));
-    ep->tp->send(ep, &s->peer, om->buf, om->len);
-    ev_timer_init(&om->timer, out_timeout, om->timeout, 0);
-    ev_timer_start(srv->loop, &om->timer);
-}
-
-struct outmsg *
-exchange_con_send(struct server *srv, struct session *s, const uint8_t *buf, size_t len,
-                  struct observer *o)
+static struct outmsg *
+out_new(struct server *srv, struct session *s, const uint8_t *buf, size_t len)
 {
     struct outmsg *om = malloc(sizeof *om + len);
 
@@ -140,11 +177,70 @@ exchange_con_send(struct server *srv, struct session *s, const uint8_t *buf, siz
     memset(om, 0, sizeof *om);
     om->sess = s;
     om->srv = srv;
-    om->obs = o;
     om->buf = om->inline_buf;
     om->len = om->cap = len;
     memcpy(om->buf, buf, len);
     ev_init(&om->timer, out_timeout);
+    return om;
+}
+
+/* A CoAP ping (§4.3: an Empty CON, answered by RST) at the head of s's queue. Its Message
+ * ID is random, not the next of the sequence: returning it proves the address. */
+static struct outmsg *
+ping_new(struct server *srv, struct session *s)
+{
+    static const uint8_t empty[4] = {0x40, 0, 0, 0};
+    struct outmsg *om = out_new(srv, s, empty, sizeof empty);
+
+    if (om == NULL)
+        return NULL;
+    om->ping = 1;
+    om->next = s->out_head;
+    s->out_head = om;
+    if (s->out_tail == NULL)
+        s->out_tail = om;
+    srv->stats.pings++;
+    return om;
+}
+
+static void
+out_start(struct outmsg *om)
+{
+    struct server *srv = om->srv;
+    struct session *s = om->sess;
+
+    /* RFC 9175 §2.4: more than the 3x rule allows toward an unverified address waits
+     * behind a ping; the answer (RST, or ACK) verifies the peer */
+    if (!om->ping && !session_credit(srv, s, om->len)) {
+        struct outmsg *ping = ping_new(srv, s);
+
+        om = ping ? ping : om;  /* no memory for it: om waits, unsent, and times out */
+    }
+    om->mid = om->ping ? (uint16_t)(server_random(srv) * 65536.0) : s->next_mid++;
+    om->buf[2] = (uint8_t)(om->mid >> 8);
+    om->buf[3] = (uint8_t)om->mid;
+    om->retries = 0;
+    /* §4.2: initial timeout random in [ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR]. A
+     * ping starts at a quarter of that: 4 bytes, still under the 3x rule, answered at once
+     * by a live peer -- and some are deaf at first (libcoap 4.3.1 sends no RST to an Empty
+     * message in its first 250 ms), so its first repetition should not take seconds; a
+     * spoofed peer's state goes sooner too */
+    om->timeout = srv->cfg.ack_timeout * (om->ping ? 0.25 : 1.0) *
+                  (1.0 + server_random(srv) * (srv->cfg.ack_random_factor - 1.0));
+    out_send(om);
+    ev_timer_init(&om->timer, out_timeout, om->timeout, 0);
+    ev_timer_start(srv->loop, &om->timer);
+}
+
+struct outmsg *
+exchange_con_send(struct server *srv, struct session *s, const uint8_t *buf, size_t len,
+                  struct observer *o)
+{
+    struct outmsg *om = out_new(srv, s, buf, len);
+
+    if (om == NULL)
+        return NULL;
+    om->obs = o;
     if (s->out_tail)
         s->out_tail->next = om;
     else
@@ -153,6 +249,106 @@ exchange_con_send(struct server *srv, struct session *s, const uint8_t *buf, siz
     if (s->out_head == om)
         out_start(om);
     return om;
+}
+
+void
+exchange_ping(struct server *srv, struct session *s)
+{
+    /* a CON already in flight proves the address as well when it is acknowledged */
+    if (s->out_head == NULL && ping_new(srv, s) != NULL)
+        out_start(s->out_head);
+}
+
+/* Can an answer of len bytes be held for s until its address is verified? Within
+ * unverified_bytes, what all unverified peers hold together. */
+static int
+can_hold(const struct server *srv, const struct session *s, size_t len)
+{
+    return s->verified || srv->sessions.unv_bytes + len <= srv->cfg.unverified_bytes;
+}
+
+/* Keep a datagram for s until it is verified, and ask for that with a ping. */
+static int
+hold(struct server *srv, struct session *s, const uint8_t *buf, size_t len)
+{
+    struct held *h = malloc(sizeof *h + len);
+
+    if (h == NULL)
+        return -1;
+    h->next = NULL;
+    h->len = len;
+    memcpy(h->buf, buf, len);
+    if (s->held_tail)
+        s->held_tail->next = h;
+    else
+        s->held = h;
+    s->held_tail = h;
+    srv->sessions.unv_bytes += len;
+    session_probe(srv, s);
+    return 0;
+}
+
+/* Forget what s holds: its peer is gone, or unreachable. Held answers to CON requests are
+ * forgotten by dedup too, so that a retransmission is processed anew. */
+static void
+held_drop(struct server *srv, struct session *s)
+{
+    while (s->held) {
+        struct held *h = s->held;
+
+        s->held = h->next;
+        srv->sessions.unv_bytes -= h->len;
+        free(h);
+    }
+    s->held_tail = NULL;
+    for (unsigned i = 0; i < s->dd_n; i++)
+        if (s->dd[i].state == DEDUP_HELD)
+            s->dd[i].state = DEDUP_FREE;
+}
+
+/* s is verified: what waited goes now, in order. */
+static void
+held_flush(struct server *srv, struct session *s)
+{
+    while (s->held) {
+        struct held *h = s->held;
+
+        s->held = h->next;
+        srv->sessions.unv_bytes -= h->len;
+        session_send(srv, s, h->buf, h->len);
+        free(h);
+    }
+    s->held_tail = NULL;
+    for (unsigned i = 0; i < s->dd_n; i++)
+        if (s->dd[i].state == DEDUP_HELD)
+            s->dd[i].state = DEDUP_DONE;
+}
+
+/* An answer that leaves on its own (a NON, a multicast answer): now if the 3x rule allows,
+ * else held for verification; dropped (and counted) when nothing can hold it. A CON
+ * (separate response) waits in the queue behind a ping instead. */
+static void
+send_or_hold(struct server *srv, struct session *s, uint8_t *buf, size_t len, int con)
+{
+    if (con) {
+        struct outmsg *om;
+
+        buf[0] = (uint8_t)(0x40 | (buf[0] & 0x0f));     /* the queue sets the MID */
+        if ((session_credit(srv, s, len) || can_hold(srv, s, len)) &&
+            (om = exchange_con_send(srv, s, buf, len, NULL)) != NULL) {
+            if (!s->verified) {
+                om->unv = 1;
+                srv->sessions.unv_bytes += len;
+            }
+            return;
+        }
+    } else if (session_credit(srv, s, len)) {
+        session_send(srv, s, buf, len);
+        return;
+    } else if (can_hold(srv, s, len) && hold(srv, s, buf, len) == 0) {
+        return;
+    }
+    srv->stats.shed++;
 }
 
 int
@@ -170,6 +366,8 @@ exchange_con_replace(struct outmsg *om, const uint8_t *buf, size_t len)
         om->buf = nb;
         om->cap = len;
     }
+    if (om->unv)
+        om->srv->sessions.unv_bytes += len - om->len;
     memcpy(om->buf, buf, len);
     om->len = len;
     if (om->sess->out_head == om) {     /* in flight: sent at its next retransmission */
@@ -191,9 +389,13 @@ exchange_session_gone(struct server *srv, struct session *s)
 {
     struct outmsg *om = s->out_head, *next;
 
+    held_drop(srv, s);
+    s->reserve = 0;
     for (; om; om = next) {
         next = om->next;
         ev_timer_stop(srv->loop, &om->timer);
+        if (om->obs)
+            observe_con_forget(om->obs);
         out_free(om);
     }
     s->out_head = s->out_tail = NULL;
@@ -201,14 +403,17 @@ exchange_session_gone(struct server *srv, struct session *s)
 
 /* An empty ACK or RST from a peer: does it end our CON in flight? (§4.2, §4.3) */
 static void
-ack_or_rst(struct endpoint *ep, const struct peer *from, const struct msg *m)
+ack_or_rst(struct endpoint *ep, const struct peer *from, const struct msg *m, size_t len)
 {
     struct session *s = session_find(ep->srv, ep, from);
+    struct outmsg *om;
 
     if (s == NULL)
         return;
-    if (s->out_head && s->out_head->mid == m->mid)
-        out_done(s->out_head, m->type == MT_ACK ? OBS_ACKED : OBS_REJECTED);
+    session_heard(ep->srv, s, len);
+    om = s->out_head;
+    if (om && om->mid == m->mid)        /* §4.3: a ping is answered by RST: that is fine */
+        out_done(om, m->type == MT_ACK || om->ping ? OBS_ACKED : OBS_REJECTED);
     else if (m->type == MT_RST && s->obs)
         observe_rst(ep->srv, s, m->mid);    /* RFC 7641 §3.6: a NON notification refused */
 }
@@ -241,12 +446,53 @@ serialise(struct server *srv, struct moonlet_resp *resp, unsigned type, uint16_t
     return n;
 }
 
+/* RFC 9175 §2.4: instead of an answer the 3x rule does not allow and nothing can hold,
+ * 4.01 with an Echo; the client repeats the request with it and is verified. */
+static void
+challenge(struct server *srv, struct session *s, const struct msg *m, struct dedup *d)
+{
+    long n = verify_challenge(srv, &s->peer, m, srv->txbuf, sizeof srv->txbuf);
+
+    srv->stats.challenges++;
+    if (n < 0)
+        return;
+    if (d && m->type == MT_CON)     /* a retransmission gets it again, credit permitting */
+        dedup_store(srv, s, d, srv->txbuf, (size_t)n);
+    else if (d)
+        d->state = DEDUP_DONE;
+    session_send(srv, s, srv->txbuf, (size_t)n);
+}
+
+/* Send the answer to request m of s serialised in srv->txbuf. When the 3x rule does not
+ * allow it (an unverified peer), it is held, as it is, until a ping proves the address;
+ * with no room left to hold it, it becomes a 4.01 challenge. */
+static void
+deliver(struct server *srv, struct session *s, const struct msg *m, struct dedup *d, size_t n)
+{
+    int now = session_credit(srv, s, n);
+
+    if (!now && !can_hold(srv, s, n)) {
+        challenge(srv, s, m, d);
+        return;
+    }
+    if (d && m->type == MT_CON) {
+        dedup_store(srv, s, d, srv->txbuf, n);
+        if (!now && d->state == DEDUP_DONE)
+            d->state = DEDUP_HELD;      /* a duplicate meanwhile is not answered */
+    } else if (d) {
+        d->state = DEDUP_DONE;          /* a duplicate NON is dropped (§4.5) */
+    }
+    if (now)
+        session_send(srv, s, srv->txbuf, n);
+    else if (hold(srv, s, srv->txbuf, n) < 0)
+        srv->stats.shed++;
+}
+
 /* Answer a request now: piggybacked in the ACK of a CON, or as a NON (§5.2.1, §5.2.3). */
 static void
 respond(struct server *srv, struct session *s, const struct msg *m, struct dedup *d,
         struct moonlet_resp *resp, unsigned no_response)
 {
-    struct endpoint *ep = s->ep;
     long n;
 
     if (suppressed(no_response, resp->code)) {
@@ -255,7 +501,7 @@ respond(struct server *srv, struct session *s, const struct msg *m, struct dedup
 
             if (d)
                 dedup_store(srv, s, d, b, 4);
-            ep->tp->send(ep, &s->peer, b, 4);
+            session_send(srv, s, b, 4);
         } else if (d) {
             d->state = DEDUP_DONE;
         }
@@ -265,15 +511,8 @@ respond(struct server *srv, struct session *s, const struct msg *m, struct dedup
         n = serialise(srv, resp, MT_ACK, m->mid, m->token, m->tkl);
     else
         n = serialise(srv, resp, MT_NON, s->next_mid++, m->token, m->tkl);
-    if (n < 0)
-        return;
-    if (d) {
-        if (m->type == MT_CON)
-            dedup_store(srv, s, d, srv->txbuf, (size_t)n);
-        else
-            d->state = DEDUP_DONE;      /* a duplicate NON is dropped (§4.5) */
-    }
-    ep->tp->send(ep, &s->peer, srv->txbuf, (size_t)n);
+    if (n >= 0)
+        deliver(srv, s, m, d, (size_t)n);
 }
 
 /* ---- multicast (RFC 7252 §8.2) -------------------------------------------------------- */
@@ -283,6 +522,7 @@ struct later {
     ev_timer timer;
     struct server *srv;
     struct session *sess;       /* referenced until sent */
+    uint8_t unv;                /* counted against unverified_pendings */
     size_t len;
     uint8_t buf[];
 };
@@ -292,6 +532,8 @@ later_free(struct later *l)
 {
     struct server *srv = l->srv;
 
+    if (l->unv)
+        srv->sessions.unv_pendings--;
     ev_timer_stop(srv->loop, &l->timer);
     if (l->prev)
         l->prev->next = l->next;
@@ -316,7 +558,7 @@ later_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct session *s = l->sess;
 
     (void)loop, (void)revents;
-    s->ep->tp->send(s->ep, &s->peer, l->buf, l->len);
+    send_or_hold(l->srv, s, l->buf, l->len, 0);
     session_release(l->srv, s);
     later_free(l);
 }
@@ -337,11 +579,18 @@ respond_multicast(struct server *srv, struct session *s, const struct msg *m, st
     if (suppressed(no_response, resp->code) || MSG_CLASS(resp->code) != 2 ||
         (res == srv->wkc && resp->plen == 0))
         return;
+    /* a spoofed flood of group requests holds no more than unverified_pendings answers */
+    if (!s->verified && srv->sessions.unv_pendings >= srv->cfg.unverified_pendings) {
+        srv->stats.shed++;
+        return;
+    }
     n = serialise(srv, resp, MT_NON, s->next_mid++, m->token, m->tkl);
     if (n < 0 || (l = malloc(sizeof *l + (size_t)n)) == NULL)
         return;
     l->srv = srv;
     l->sess = s;
+    l->unv = !s->verified;
+    srv->sessions.unv_pendings += l->unv;
     l->len = (size_t)n;
     l->prev = NULL;
     l->next = srv->laters;
@@ -354,9 +603,11 @@ respond_multicast(struct server *srv, struct session *s, const struct msg *m, st
     ev_timer_start(srv->loop, &l->timer);
 }
 
-/* Over max_sessions with every session busy: answer without state (no dedup). */
+/* No session could be had (out of memory, or a verified pool full of busy peers with
+ * verification off): answer without state, within the 3x rule of this one datagram. */
 static void
-respond_stateless(struct endpoint *ep, const struct peer *from, const struct msg *m)
+respond_stateless(struct endpoint *ep, const struct peer *from, const struct msg *m,
+                  size_t in_len)
 {
     struct server *srv = ep->srv;
     struct moonlet_resp *r = &srv->resp;
@@ -369,7 +620,7 @@ respond_stateless(struct endpoint *ep, const struct peer *from, const struct msg
     resp_simple(r, MSG_CODE(5, 3), "server busy");
     moonlet_resp_option_uint(r, MOONLET_OPT_MAX_AGE, 5);
     n = resp_write(r, srv->txbuf, sizeof srv->txbuf, MT_ACK, m->mid, m->token, m->tkl);
-    if (n > 0)
+    if (n > 0 && (size_t)n <= 3 * in_len)
         ep->tp->send(ep, from, srv->txbuf, (size_t)n);
 }
 
@@ -404,7 +655,9 @@ pending_ack(moonlet_pending *pd)
     if (pending_acked(pd))
         return;
     /* §5.2.2: the handler is slow; acknowledge now, answer later in a CON */
-    send_empty(pd->sess->ep, &pd->sess->peer, MT_ACK, pd->mid);
+    uint8_t b[4] = {0x60, 0, (uint8_t)(pd->mid >> 8), (uint8_t)pd->mid};
+
+    session_send(pd->srv, pd->sess, b, sizeof b);
     pd->acked = 1;
     if (d)
         d->state = DEDUP_ACKED;
@@ -460,12 +713,8 @@ pending_answer(moonlet_pending *pd)
         return;
     n = serialise(srv, &pd->resp, pd->con ? MT_CON : MT_NON, pd->con ? 0 : s->next_mid++,
                   pd->token, pd->tkl);
-    if (n < 0)
-        return;
-    if (pd->con)
-        exchange_con_send(srv, s, srv->txbuf, (size_t)n, NULL);
-    else
-        s->ep->tp->send(s->ep, &s->peer, srv->txbuf, (size_t)n);
+    if (n >= 0)
+        send_or_hold(srv, s, srv->txbuf, (size_t)n, pd->con);
 }
 
 static void
@@ -488,6 +737,8 @@ pending_free(moonlet_pending *pd)
 
     ev_timer_stop(srv->loop, &pd->ack_timer);
     ev_timer_stop(srv->loop, &pd->deadline);
+    if (pd->unv)
+        srv->sessions.unv_pendings--;
     if (pd->prev)
         pd->prev->next = pd->next;
     else
@@ -509,17 +760,60 @@ pending_free(moonlet_pending *pd)
     free(pd);
 }
 
+/* End pd now with 5.03 (it may be retried later: Max-Age); its owner learns EGONE. No
+ * diagnostic payload (§5.5.2: optional): the peer is likely unverified, the bytes few. */
+static void
+pending_shed(moonlet_pending *pd)
+{
+    if (pd->unv) {
+        pd->unv = 0;
+        pd->srv->sessions.unv_pendings--;
+    }
+    resp_reset(&pd->resp);
+    resp_simple(&pd->resp, MSG_CODE(5, 3), NULL);
+    moonlet_resp_option_uint(&pd->resp, MOONLET_OPT_MAX_AGE, 5);
+    pending_answer(pd);
+    pd->gone = 1;
+    pd->srv->stats.shed++;
+}
+
+/* Unverified peers hold at most unverified_pendings deferred answers: make room by ending
+ * the oldest (a spoofed peer's never comes back; a real one is verified by its ping long
+ * before, and its answer no longer counts here). 0 if none could go. */
+static int
+unverified_room(struct server *srv)
+{
+    moonlet_pending *pd = srv->pendings, *old = NULL;
+
+    if (srv->sessions.unv_pendings < srv->cfg.unverified_pendings)
+        return 1;
+    for (; pd; pd = pd->next)
+        if (pd->unv && !pd->gone)
+            old = pd;               /* the list is newest first: the last one is oldest */
+    if (old == NULL)
+        return 0;
+    pending_shed(old);
+    return 1;
+}
+
 moonlet_pending *
 exchange_defer(struct moonlet_req *req, unsigned deadline_ms)
 {
     struct server *srv = req->srv;
     moonlet_pending *pd;
     double limit = deadline_ms / 1000.0;
+    int unv;
 
     if (req->pd)
         return req->pd;
-    if ((pd = calloc(1, sizeof *pd)) == NULL)
+    unv = req->group == NULL && !req->sess->verified;
+    if ((unv && !unverified_room(srv)) || (pd = calloc(1, sizeof *pd)) == NULL)
         return NULL;
+    if (unv) {
+        pd->unv = 1;
+        srv->sessions.unv_pendings++;
+        session_probe(srv, req->sess);  /* a real peer is verified while the handler works */
+    }
     pd->srv = srv;
     pd->sess = req->sess;
     pd->con = req->m->type == MT_CON && req->group == NULL;
@@ -609,6 +903,75 @@ exchange_endpoint_gone(struct server *srv, struct endpoint *ep)
 }
 
 void
+exchange_session_evict(struct server *srv, struct session *s)
+{
+    moonlet_pending *pd;
+    struct later *l, *next;
+
+    /* a peer pushed out of the table: what it waits for ends now (5.03, best effort) */
+    for (pd = srv->pendings; pd; pd = pd->next)
+        if (pd->sess == s && !pd->gone && !pd->group && !pd->notify_only)
+            pending_shed(pd);
+    for (l = srv->laters; l; l = next) {
+        next = l->next;
+        if (l->sess == s) {
+            session_release(srv, s);
+            later_free(l);
+        }
+    }
+}
+
+void
+exchange_session_verified(struct server *srv, struct session *s)
+{
+    struct session_table *t = &srv->sessions;
+
+    held_flush(srv, s);
+    for (struct outmsg *om = s->out_head; om; om = om->next)
+        if (om->unv) {
+            om->unv = 0;
+            t->unv_bytes -= om->len;
+        }
+    for (moonlet_pending *pd = srv->pendings; pd; pd = pd->next)
+        if (pd->unv && pd->sess == s) {
+            pd->unv = 0;
+            t->unv_pendings--;
+        }
+    for (struct later *l = srv->laters; l; l = l->next)
+        if (l->unv && l->sess == s) {
+            l->unv = 0;
+            t->unv_pendings--;
+        }
+}
+
+int
+exchange_audit(const struct server *srv, const struct session *s, size_t *bytes)
+{
+    size_t own = 0;
+
+    for (const struct held *h = s->held; h; h = h->next)
+        own += h->len;
+    for (const struct outmsg *om = s->out_head; om; om = om->next)
+        if (om->unv)
+            own += om->len;
+    (void)srv;
+    *bytes += own;
+    return s->verified && own ? -1 : 0;     /* a verified peer waits for nothing */
+}
+
+size_t
+exchange_audit_pendings(const struct server *srv)
+{
+    size_t n = 0;
+
+    for (const moonlet_pending *pd = srv->pendings; pd; pd = pd->next)
+        n += pd->unv;
+    for (const struct later *l = srv->laters; l; l = l->next)
+        n += l->unv;
+    return n;
+}
+
+void
 exchange_unit_gone(struct server *srv, struct unit *u)
 {
     moonlet_pending *pd = srv->pendings, *next;
@@ -626,19 +989,42 @@ exchange_unit_gone(struct server *srv, struct unit *u)
 
 /* ---- input ------------------------------------------------------------------------- */
 
-static void
-request(struct endpoint *ep, const struct peer *from, const struct msg *m, int mc)
+/* verify=always: a request from a peer not yet verified is answered 4.01 + Echo without
+ * any state (RFC 9175 §2.4); it comes back with the Echo. 1 if it was. */
+static int
+must_verify(struct endpoint *ep, const struct peer *from, const struct msg *m, size_t len)
 {
     struct server *srv = ep->srv;
-    struct session *s = session_get(srv, ep, from);
+    struct session *s = session_find(srv, ep, from);
+    long n;
+
+    if ((s && s->verified) || verify_request_echo(srv, from, m))
+        return 0;
+    srv->stats.challenges++;
+    n = verify_challenge(srv, from, m, srv->txbuf, sizeof srv->txbuf);
+    if (n > 0 && (size_t)n <= 3 * len)
+        ep->tp->send(ep, from, srv->txbuf, (size_t)n);
+    return 1;
+}
+
+static void
+request(struct endpoint *ep, const struct peer *from, const struct msg *m, size_t len, int mc)
+{
+    struct server *srv = ep->srv;
     struct moonlet_req req;
+    struct session *s;
     struct dedup *d;
 
-    if (s == NULL) {
+    if (srv->cfg.verify == VERIFY_ALWAYS && !mc && must_verify(ep, from, m, len))
+        return;
+    if ((s = session_get(srv, ep, from)) == NULL) {
         if (!mc)
-            respond_stateless(ep, from, m);
+            respond_stateless(ep, from, m, len);
         return;
     }
+    session_heard(srv, s, len);
+    if (!s->verified && verify_request_echo(srv, from, m))
+        session_verify(srv, s);             /* RFC 9175 §2.3: it got our Echo */
     d = dedup_find(srv, s, m->mid);
     if (d && (d->tkl != m->tkl || memcmp(d->token, m->token, m->tkl) != 0)) {
         /* §4.4: a sender must not reuse a MID within EXCHANGE_LIFETIME. One that does with
@@ -651,10 +1037,12 @@ request(struct endpoint *ep, const struct peer *from, const struct msg *m, int m
         srv->stats.dup++;
         if (m->type != MT_CON)
             return;
-        if (d->state == DEDUP_DONE && d->len)
-            ep->tp->send(ep, &s->peer, d->resp, d->len);
-        else if (d->state == DEDUP_BUSY || d->state == DEDUP_ACKED) {
-            send_empty(ep, &s->peer, MT_ACK, m->mid);
+        if (d->state == DEDUP_DONE && d->len) {
+            session_send(srv, s, d->resp, d->len);
+        } else if (d->state == DEDUP_BUSY || d->state == DEDUP_ACKED) {
+            uint8_t b[4] = {0x60, 0, (uint8_t)(m->mid >> 8), (uint8_t)m->mid};
+
+            session_send(srv, s, b, sizeof b);
             d->state = DEDUP_ACKED;
         }
         return;
@@ -666,6 +1054,10 @@ request(struct endpoint *ep, const struct peer *from, const struct msg *m, int m
     req.sess = s;
     req.m = m;
     req.multicast = mc;
+    /* a group request's answer is never held for a ping (a client's multicast session may
+     * not answer one): it is cut to fit three times the request */
+    if (mc && !s->verified && srv->cfg.verify != VERIFY_OFF)
+        block_cap(&req.blk, 3 * len, m->tkl);
     resp_reset(&srv->resp);
     if (dispatch(srv, &req, &srv->resp) == MOONLET_DEFERRED) {
         if (req.pd) {           /* NULL: already answered from inside the handler */
@@ -681,6 +1073,35 @@ request(struct endpoint *ep, const struct peer *from, const struct msg *m, int m
 }
 
 void
+exchange_oversize(struct endpoint *ep, const struct peer *from, const uint8_t *buf, size_t len,
+                  size_t real_len)
+{
+    struct server *srv = ep->srv;
+    unsigned type = buf[0] >> 4 & 3, tkl = buf[0] & 15, szx = 0;
+    uint16_t mid = (uint16_t)(buf[2] << 8 | buf[3]);
+    struct msg_wr w;
+    long n;
+
+    /* only the header and token are sure to be whole: a request (§4.2: in a CON or a NON)
+     * is all that gets an answer */
+    if (len < 4 + tkl || buf[0] >> 6 != 1 || tkl > MSG_TOKEN_MAX || buf[1] == 0 ||
+        MSG_CLASS(buf[1]) != 0 || (type != MT_CON && type != MT_NON))
+        return;
+    while ((16u << (szx + 1)) <= srv->cfg.block_size && szx < 6)
+        szx++;
+    msg_wr_init(&w, srv->txbuf, sizeof srv->txbuf, type == MT_CON ? MT_ACK : MT_NON,
+                MOONLET_REQUEST_ENTITY_TOO_LARGE,
+                type == MT_CON ? mid : (uint16_t)(server_random(srv) * 65536.0), buf + 4, tkl);
+    /* RFC 7959 §2.9.3: with a Block1 option the 4.13 tells the block size to use instead,
+     * when the body would fit max_body in blocks; Size1 the largest body we take */
+    if (real_len - 4 - tkl <= srv->cfg.max_body)
+        msg_wr_opt_uint(&w, MOONLET_OPT_BLOCK1, szx);
+    msg_wr_opt_uint(&w, MOONLET_OPT_SIZE1, (uint32_t)srv->cfg.max_body);
+    if ((n = msg_wr_end(&w)) > 0)
+        ep->tp->send(ep, from, srv->txbuf, (size_t)n);
+}
+
+void
 exchange_multicast(struct endpoint *ep, const struct peer *from, const uint8_t *buf,
                    size_t len)
 {
@@ -693,7 +1114,7 @@ exchange_multicast(struct endpoint *ep, const struct peer *from, const uint8_t *
         ep->srv->stats.dropped++;
         return;
     }
-    request(ep, from, &m, 1);
+    request(ep, from, &m, len, 1);
 }
 
 void
@@ -719,14 +1140,14 @@ exchange_input(struct endpoint *ep, const struct peer *from, const uint8_t *buf,
         if (m.type == MT_CON)
             send_empty(ep, from, MT_RST, m.mid);   /* §4.3: CoAP ping, or malformed */
         else if ((m.type == MT_ACK || m.type == MT_RST) && clean)
-            ack_or_rst(ep, from, &m);
+            ack_or_rst(ep, from, &m, len);
         return;                                     /* §4.3: an Empty NON is dropped */
     }
     switch (MSG_CLASS(m.code)) {
     case 0:
         /* §4.2, §4.3: a request travels in a CON or NON; in an ACK/RST it is malformed */
         if (m.type == MT_CON || m.type == MT_NON)
-            request(ep, from, &m, 0);
+            request(ep, from, &m, len, 0);
         return;
     case 2:
     case 4:

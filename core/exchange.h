@@ -1,6 +1,7 @@
 /*
  * exchange.h -- the message layer of UDP (RFC 7252 §4, §5.2): types, ACK/RST, dedup,
- * retransmission of server-originated CONs with NSTART = 1, separate responses.
+ * retransmission of server-originated CONs with NSTART = 1, separate responses, and the
+ * 3x rule's consequences (RFC 9175 §2.4): answers held behind a ping, 4.01 challenges.
  */
 #ifndef EXCHANGE_H
 #define EXCHANGE_H
@@ -16,6 +17,10 @@ struct observer;
 /* One datagram from a peer. */
 void exchange_input(struct endpoint *ep, const struct peer *from, const uint8_t *buf,
                     size_t len);
+/* A datagram larger than the receive buffer: its first len bytes of real_len. A request
+ * gets 4.13 (RFC 7252 §5.9.2.9), statelessly; anything else is dropped. */
+void exchange_oversize(struct endpoint *ep, const struct peer *from, const uint8_t *buf,
+                       size_t len, size_t real_len);
 /* One datagram a peer sent to a multicast group we joined (RFC 7252 §8); ep answers. */
 void exchange_multicast(struct endpoint *ep, const struct peer *from, const uint8_t *buf,
                         size_t len);
@@ -47,5 +52,18 @@ void exchange_endpoint_gone(struct server *srv, struct endpoint *ep);
  * them (u NULL: every pending, at shutdown). */
 struct unit;
 void exchange_unit_gone(struct server *srv, struct unit *u);
+/* s is pushed out of the table: its deferred answers end with 5.03 (their owners learn
+ * MOONLET_EGONE), its multicast answers are dropped. */
+void exchange_session_evict(struct server *srv, struct session *s);
+/* s was verified: what it holds leaves the unverified budgets. */
+void exchange_session_verified(struct server *srv, struct session *s);
+/* Consistency checks (tests, fuzzing): add what s holds against unverified_bytes to *bytes
+ * (-1 if s is verified and still holds something); count what counts against
+ * unverified_pendings. */
+int exchange_audit(const struct server *srv, const struct session *s, size_t *bytes);
+size_t exchange_audit_pendings(const struct server *srv);
+/* Prove s's address with a CoAP ping (RFC 7252 §4.3), unless a CON is in flight already:
+ * the RST (or an ACK) verifies it. */
+void exchange_ping(struct server *srv, struct session *s);
 
 #endif

@@ -65,6 +65,7 @@ msg_parse_body(struct msg *m, const uint8_t *p, const uint8_t *end)
             m->payload = p + 1;
             m->payload_len = (size_t)(end - p - 1);
             m->nopts = n;
+            m->last_opt = (uint16_t)num;
             return MSG_OK;
         }
         p = opt_header(p, end, &delta, &len);
@@ -78,6 +79,7 @@ msg_parse_body(struct msg *m, const uint8_t *p, const uint8_t *end)
     }
     m->opts_len = (size_t)(p - m->opts);
     m->nopts = n;
+    m->last_opt = (uint16_t)num;
     return MSG_OK;
 }
 

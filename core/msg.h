@@ -41,6 +41,7 @@ struct msg {
     const uint8_t *payload;  /* NULL when there is none */
     size_t payload_len;
     unsigned nopts;
+    uint16_t last_opt;       /* the highest option number present (0: none) */
 };
 
 /* Iterator over a validated option region; cannot fail. */

@@ -42,6 +42,7 @@ struct obs_group {
     unsigned n;
     uint32_t seq;                       /* the last Observe value sent in this group */
     uint8_t queued, again, building;
+    uint8_t check_only;                 /* queued for CON checks only: not everyone */
     moonlet_pending *pd;                /* a build waiting for its handler's deferred answer */
 };
 
@@ -207,6 +208,8 @@ observer_free(struct server *srv, struct observer *o)
         exchange_con_forget(o->om);
     if (o->pd)
         o->pd->obs = NULL;
+    if (o->unv)
+        srv->sessions.unv_observers--;
     srv->obs.count--;
     s->nobs--;
     g->n--;
@@ -243,8 +246,10 @@ observe_request(struct server *srv, struct moonlet_req *req, struct resource *r)
         }
         observer_free(srv, o);  /* another representation now: another group */
     }
-    if (srv->obs.count >= srv->cfg.observe_max || s->nobs >= srv->cfg.observe_per_peer) {
+    if (srv->obs.count >= srv->cfg.observe_max || s->nobs >= srv->cfg.observe_per_peer ||
+        (!s->verified && srv->sessions.unv_observers >= srv->cfg.unverified_observers)) {
         log_debug("%s: observer limit reached; answered without Observe", r->path);
+        session_probe(srv, s);  /* once verified, a new registration counts elsewhere */
         return NULL;            /* §4.1: a response without Observe says "not registered" */
     }
     if ((g = group_get(srv, req, r)) == NULL || (o = calloc(1, sizeof *o)) == NULL) {
@@ -254,6 +259,11 @@ observe_request(struct server *srv, struct moonlet_req *req, struct resource *r)
     }
     o->g = g;
     o->sess = s;
+    if (!s->verified) {         /* RFC 7641 §7: a spoofed registration must not last */
+        o->unv = 1;
+        srv->sessions.unv_observers++;
+        session_probe(srv, s);
+    }
     o->tkl = req->m->tkl;
     memcpy(o->token, req->m->token, o->tkl);
     o->gnext = g->head;
@@ -297,15 +307,20 @@ observe_answer(struct server *srv, struct observer *o, struct moonlet_resp *resp
 
 /* ---- notifications ---------------------------------------------------------------- */
 
+/* Schedule a notification of g: to all its observers, or (check) only to those whose CON
+ * check is due. */
 static void
-queue_add(struct server *srv, struct obs_group *g)
+queue_add(struct server *srv, struct obs_group *g, int check)
 {
     if (g->building) {          /* its handler runs: once it answers, another round */
         g->again = 1;
         return;
     }
-    if (g->queued)
+    if (g->queued) {
+        g->check_only &= (uint8_t)check;
         return;
+    }
+    g->check_only = (uint8_t)check;
     g->queued = 1;
     g->dnext = NULL;
     if (srv->obs.dirty)
@@ -319,7 +334,7 @@ void
 observe_notify(struct server *srv, struct resource *r)
 {
     for (struct obs_group *g = r->groups; g; g = g->next)
-        queue_add(srv, g);
+        queue_add(srv, g, 0);
 }
 
 /* Send resp to every live observer of g, then end the group if resp is final (returns 1:
@@ -351,12 +366,17 @@ fanout(struct server *srv, struct obs_group *g, struct moonlet_resp *resp)
     }
     for (struct observer *o = g->head; o; o = o->gnext) {
         struct session *s = o->sess;
-        int con = final || o->om || g->res->notify_con || (unsigned)o->since_con + 1 >= srv->cfg.observe_con_every ||
-                  now - o->con_at >= srv->cfg.observe_con_interval;
         size_t len = (size_t)n + o->tkl;
+        /* §4.5: a CON now and then, and whenever the 3x rule does not let a NON go (the CON
+         * waits behind a ping: RFC 9175 §2.4) */
+        int con = final || o->om || o->check || g->res->notify_con ||
+                  (unsigned)o->since_con + 1 >= srv->cfg.observe_con_every ||
+                  now - o->con_at >= srv->cfg.observe_con_interval ||
+                  !session_credit(srv, s, len);
 
-        if (!o->live)
+        if (!o->live || (g->check_only && !o->check))
             continue;
+        o->check = 0;
         b[0] = (uint8_t)(0x40 | (con ? MT_CON : MT_NON) << 4 | o->tkl);
         b[1] = t[1];
         memcpy(b + 4, o->token, o->tkl);
@@ -378,7 +398,7 @@ fanout(struct server *srv, struct obs_group *g, struct moonlet_resp *resp)
             o->last_mid = mid;
             o->non_sent = 1;
             o->since_con++;
-            s->ep->tp->send(s->ep, &s->peer, b, len);
+            session_send(srv, s, b, len);
         }
     }
     if (rep)
@@ -446,7 +466,7 @@ observe_deliver(struct server *srv, struct obs_group *g, struct moonlet_resp *re
         return;                 /* a final notification: g is gone */
     if (g->again) {
         g->again = 0;
-        queue_add(srv, g);
+        queue_add(srv, g, 0);
     }
 }
 
@@ -512,6 +532,42 @@ observe_session_gone(struct server *srv, struct session *s)
 }
 
 void
+observe_session_verified(struct server *srv, struct session *s)
+{
+    for (struct observer *o = s->obs; o; o = o->snext)
+        if (o->unv) {
+            o->unv = 0;
+            srv->sessions.unv_observers--;
+        }
+}
+
+size_t
+observe_audit(const struct session *s)
+{
+    size_t n = 0;
+
+    for (const struct observer *o = s->obs; o; o = o->snext)
+        n += o->unv;
+    return n;
+}
+
+void
+observe_check(struct server *srv, struct session *s)
+{
+    for (struct observer *o = s->obs; o; o = o->snext)
+        if (o->live && o->om == NULL && !o->check) {    /* none in flight already */
+            o->check = 1;
+            queue_add(srv, o->g, 1);
+        }
+}
+
+void
+observe_con_forget(struct observer *o)
+{
+    o->om = NULL;
+}
+
+void
 observe_session_end(struct server *srv, struct session *s, unsigned code)
 {
     struct moonlet_resp *resp = &srv->obs.resp;
@@ -528,7 +584,7 @@ observe_session_end(struct server *srv, struct session *s, unsigned code)
             n = resp_write(resp, srv->txbuf, sizeof srv->txbuf, MT_NON, s->next_mid++,
                            o->token, o->tkl);
             if (n > 0)
-                s->ep->tp->send(s->ep, &s->peer, srv->txbuf, (size_t)n);
+                session_send(srv, s, srv->txbuf, (size_t)n);
         }
         observer_free(srv, o);
     }

@@ -34,6 +34,8 @@ struct observer {
     uint16_t last_mid;                  /* of the last NON notification: an RST names it */
     uint16_t since_con;                 /* notifications since the last CON */
     uint8_t tkl, live, non_sent;
+    uint8_t unv;                        /* counted against unverified_observers */
+    uint8_t check;                      /* a CON check is due (RFC 7641 §4.5) */
     uint8_t token[8];
 };
 
@@ -60,6 +62,15 @@ void observe_con_done(struct server *srv, struct observer *o, int how);
 int observe_rst(struct server *srv, struct session *s, uint16_t mid);
 /* The session goes: its observers go without a word. */
 void observe_session_gone(struct server *srv, struct session *s);
+/* The session was verified: its observers leave the unverified budget. */
+void observe_session_verified(struct server *srv, struct session *s);
+/* The peer of s has been quiet for observe_check: each of its observations gets the
+ * current representation as a CON (RFC 7641 §4.5); no acknowledgement ends them. */
+void observe_check(struct server *srv, struct session *s);
+/* Consistency check: the observations of s counted against unverified_observers. */
+size_t observe_audit(const struct session *s);
+/* The CON notification of o was dropped with its session's queue. */
+void observe_con_forget(struct observer *o);
 /* The session's listener closes: each live observation ends with a final NON of code. */
 void observe_session_end(struct server *srv, struct session *s, unsigned code);
 /* End the observations of unit u's resources (u NULL: of every resource) with a final

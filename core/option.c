@@ -115,7 +115,7 @@ option_check_request(const struct msg *m, struct option_check *chk)
             if (!option_critical(o.num) && !reserved_location(o.num))
                 continue;
             chk->bad = o.num;
-            chk->why = "unrecognised critical option";
+            chk->why = "unknown critical option";
             return MSG_CODE(4, 2);
         }
         if (!option_critical(o.num))
@@ -123,7 +123,7 @@ option_check_request(const struct msg *m, struct option_check *chk)
         if (o.len < d->min || o.len > d->max) {
             /* §5.4.3: a critical option with an out-of-range length is unrecognised */
             chk->bad = o.num;
-            chk->why = "option length out of range";
+            chk->why = "bad option length";
             return MSG_CODE(4, 2);
         }
         if (count > 0 && !(d->flags & OPT_REPEAT)) {

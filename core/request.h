@@ -42,6 +42,7 @@ struct block_opt {
 /* What a request asked of block-wise transfer (block.c), kept with a deferred answer. */
 struct block_ctx {
     uint8_t has_b1, has_b2, want_size2;
+    uint8_t capped, cap_szx;    /* no larger blocks than cap_szx (the 3x rule, multicast) */
     struct block_opt b1;        /* the Block1 to echo in the final response */
     struct block_opt b2;        /* the Block2 the client asked for */
     uint32_t variant;           /* hash of what selects the representation: query, Accept */
@@ -101,6 +102,7 @@ struct moonlet_pending {
     uint8_t con, tkl, acked, gone;
     uint8_t notify_only;        /* a notification's build: never answers the peer */
     uint8_t multicast;          /* answered as a multicast request is (RFC 7252 §8.2) */
+    uint8_t unv;                /* counted against unverified_pendings */
     uint16_t mid;
     uint8_t token[MSG_TOKEN_MAX];
     unsigned no_response;

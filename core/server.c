@@ -18,7 +18,10 @@
 #include "server.h"
 #include "tree.h"
 
-enum kind { K_SECONDS, K_FACTOR, K_COUNT, K_BYTES };
+enum kind { K_SECONDS, K_FACTOR, K_COUNT, K_BYTES, K_CHOICE };
+
+/* the words of K_CHOICE settings, by value */
+static const char *const verify_words[] = {"off", "auto", "always", NULL};
 
 static const struct key {
     const char *name;
@@ -54,6 +57,16 @@ static const struct key {
     {"admin", K_COUNT, offsetof(struct server_config, admin), 0, 1},
     {"observe_con_interval", K_SECONDS, offsetof(struct server_config, observe_con_interval),
      1, 86400},
+    {"observe_check", K_SECONDS, offsetof(struct server_config, observe_check), 1, 86400},
+    {"verify", K_CHOICE, offsetof(struct server_config, verify), 0, 2},
+    {"unverified_sessions", K_COUNT, offsetof(struct server_config, unverified_sessions), 1,
+     1e8},
+    {"unverified_bytes", K_BYTES, offsetof(struct server_config, unverified_bytes), 0, 1e12},
+    {"unverified_pendings", K_COUNT, offsetof(struct server_config, unverified_pendings), 0,
+     1e6},
+    {"unverified_observers", K_COUNT, offsetof(struct server_config, unverified_observers), 0,
+     1e8},
+    {"echo_lifetime", K_SECONDS, offsetof(struct server_config, echo_lifetime), 1, 86400},
 };
 
 void
@@ -68,7 +81,7 @@ server_config_defaults(struct server_config *c)
     c->non_lifetime = 0;
     c->dedup_per_peer = 64;
     c->dedup_bytes = 32u << 20;
-    c->max_sessions = 10000;
+    c->max_sessions = 200000;   /* verified peers: 100,000 devices and room to spare */
     c->max_payload = 1u << 20;  /* sent block-wise when over block_size */
     c->defer_deadline = 120;
     c->udp_rcvbuf = 4u << 20;
@@ -78,12 +91,32 @@ server_config_defaults(struct server_config *c)
     c->block2_bytes = 64u << 20;
     c->block_idle = 60;
     c->block_per_peer = 8;
-    c->observe_max = 100000;
+    c->observe_max = 200000;
     c->observe_per_peer = 256;
     c->observe_con_every = 20;
     c->observe_con_interval = 86400;    /* RFC 7641 §4.5: a CON at least every 24 hours */
     c->multicast_leisure = 5;           /* RFC 7252 §8.2: DEFAULT_LEISURE */
+    c->observe_check = 300;
+    c->verify = VERIFY_AUTO;            /* RFC 9175 §2.4: the 3x rule by default */
+    c->unverified_sessions = 10000;
+    c->unverified_bytes = 4u << 20;
+    c->unverified_pendings = 256;
+    c->unverified_observers = 10000;
+    c->echo_lifetime = 300;
     c->watch = 1;
+}
+
+static int
+set_choice(struct server_config *c, const struct key *k, const char *value, char *err,
+           size_t errlen)
+{
+    for (unsigned i = 0; verify_words[i]; i++)
+        if (strcmp(verify_words[i], value) == 0) {
+            *(unsigned *)((char *)c + k->off) = i;
+            return 0;
+        }
+    snprintf(err, errlen, "%s=%s: one of off, auto, always", k->name, value);
+    return -1;
 }
 
 int
@@ -97,6 +130,8 @@ server_config_set(struct server_config *c, const char *name, const char *value, 
 
         if (strcmp(k->name, name) != 0)
             continue;
+        if (k->kind == K_CHOICE)
+            return set_choice(c, k, value, err, errlen);
         errno = 0;
         v = strtod(value, &end);
         if (*value == '\0' || *end != '\0' || errno || !isfinite(v)) {
@@ -119,6 +154,7 @@ server_config_set(struct server_config *c, const char *name, const char *value, 
             *(double *)((char *)c + k->off) = v;
             break;
         case K_COUNT:
+        case K_CHOICE:
             *(unsigned *)((char *)c + k->off) = (unsigned)v;
             break;
         case K_BYTES:
@@ -180,13 +216,20 @@ static void
 stats_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct server *srv = (struct server *)((char *)w - offsetof(struct server, sigusr1));
+    const struct session_table *t = &srv->sessions;
 
     (void)loop, (void)revents;
-    log_notice("stats: sessions %zu observers %zu uploads %zu bytes snapshots %zu bytes "
-               "rx %lu tx %lu dup %lu rst %lu dropped %lu evicted %lu overload %lu",
-               srv->sessions.count, srv->obs.count, srv->x1_bytes, srv->rep_bytes,
-               srv->stats.rx, srv->stats.tx, srv->stats.dup, srv->stats.rst,
-               srv->stats.dropped, srv->stats.evicted, srv->stats.overload);
+    log_notice("stats: sessions %zu verified %zu unverified %zu observers %zu "
+               "unverified_observers %zu unverified_pendings %zu unverified_bytes %zu "
+               "uploads %zu bytes snapshots %zu bytes rx %lu tx %lu dup %lu rst %lu "
+               "dropped %lu truncated %lu evicted %lu overload %lu pings %lu verifications %lu "
+               "challenges %lu amplification %lu shed %lu",
+               t->count, t->pool[POOL_VERIFIED].count, t->pool[POOL_UNVERIFIED].count,
+               srv->obs.count, t->unv_observers, t->unv_pendings, t->unv_bytes,
+               srv->x1_bytes, srv->rep_bytes, srv->stats.rx, srv->stats.tx, srv->stats.dup,
+               srv->stats.rst, srv->stats.dropped, srv->stats.truncated, srv->stats.evicted,
+               srv->stats.overload, srv->stats.pings, srv->stats.verified,
+               srv->stats.challenges, srv->stats.amplification, srv->stats.shed);
 }
 
 int
@@ -204,6 +247,10 @@ server_init(struct server *srv, struct ev_loop *loop)
         c->non_lifetime = span + 100;
     if (getrandom(&srv->rng, sizeof srv->rng, 0) != sizeof srv->rng || srv->rng == 0)
         srv->rng = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ULL | 1;
+    /* the Echo key must not be guessable (RFC 9175 §2.4): the kernel's, or no server */
+    if (getrandom(srv->echo_key, sizeof srv->echo_key, 0) != sizeof srv->echo_key)
+        return -1;
+    srv->started = ev_now(loop) - 1;    /* an Echo time of 0 is never "in the future" */
     if (session_table_init(&srv->sessions) < 0 || (srv->tree = tree_new()) == NULL)
         return -1;
     srv->sessions.key = srv->rng * 0xD6E8FEB86659FD93ULL;
@@ -218,6 +265,8 @@ server_init(struct server *srv, struct ev_loop *loop)
     /* the sweep frees idle sessions and transfers; often enough that a short block_idle
      * returns its memory on time */
     sweep = c->block_idle / 2 < 5.0 ? c->block_idle / 2 : 5.0;
+    if (c->observe_check / 2 < sweep)   /* a quiet observer is checked on time as well */
+        sweep = c->observe_check / 2;
     ev_timer_init(&srv->sweep, sweep_cb, sweep, sweep);
     ev_timer_start(loop, &srv->sweep);
     ev_unref(loop);

@@ -41,9 +41,20 @@ struct server_config {
     unsigned observe_con_every; /* at least every Nth notification is a CON (§4.5) */
     double observe_con_interval; /* and at least one CON in this many seconds (§4.5: 24 h) */
     double multicast_leisure;   /* answers to group requests wait up to this long, s (§8.2) */
+    double observe_check;       /* a peer observing and quiet this long gets a CON check, s */
+    unsigned verify;            /* VERIFY_*: address verification (RFC 9175 §2.4) */
+    unsigned unverified_sessions;   /* the unverified pool (evicted whatever it holds) */
+    size_t unverified_bytes;    /* queued answers and uploads of unverified peers, in all */
+    unsigned unverified_pendings;   /* deferred answers of unverified peers, in all */
+    unsigned unverified_observers;  /* observations of unverified peers, in all */
+    double echo_lifetime;       /* an Echo value we issued is accepted this long, s */
     unsigned watch;             /* reload a unit when its file changes */
     unsigned admin;             /* serve /.well-known/moonlet/units */
 };
+
+/* cfg.verify: off (trusted networks: no limit), auto (the 3x rule; a peer proves its
+ * address when it needs more, by an Echo or a ping), always (4.01 + Echo before anything) */
+enum { VERIFY_OFF, VERIFY_AUTO, VERIFY_ALWAYS };
 
 struct conf_item;
 
@@ -97,11 +108,14 @@ struct server {
     uint8_t txbuf[2048];                /* one serialised message */
     char scratch[REQ_SCRATCH];          /* strings handed to the running handler */
     uint64_t rng;
+    uint8_t echo_key[16];               /* keys the Echo values we issue (verify.c) */
+    ev_tstamp started;
     ev_signal sigint, sigterm, sigusr1;
     ev_prepare flush;
     ev_timer sweep;
     struct {
         unsigned long rx, tx, dropped, truncated, rst, dup, mid_reuse, evicted, overload;
+        unsigned long verified, pings, challenges, amplification, shed;
     } stats;
 };
 

@@ -1,8 +1,10 @@
 /*
- * session.c -- per-peer state and its bounds: the deduplication ring (RFC 7252 §4.5) and
- * the peer table. The activity list (most recently active first) serves both the idle
- * sweep and eviction under the global caps, in O(1) per request.
+ * session.c -- per-peer state and its bounds: the deduplication ring (RFC 7252 §4.5), the
+ * peer table in two pools (unverified, verified; see session.h) and the 3x rule toward
+ * unverified addresses (RFC 9175 §2.4). Each pool's activity list (most recently active
+ * first) serves the idle sweep and eviction, in O(1) per request.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __SSE2__
@@ -25,51 +27,91 @@ session_table_init(struct session_table *t)
     return t->buckets ? 0 : -1;
 }
 
+static struct session_pool *
+pool_of(struct session_table *t, const struct session *s)
+{
+    return &t->pool[s->pool];
+}
+
 static void
 list_unlink(struct session_table *t, struct session *s)
 {
+    struct session_pool *p = pool_of(t, s);
+
     if (s->prev)
         s->prev->next = s->next;
     else
-        t->mru = s->next;
+        p->mru = s->next;
     if (s->next)
         s->next->prev = s->prev;
     else
-        t->lru = s->prev;
+        p->lru = s->prev;
     s->prev = s->next = NULL;
+    p->count--;
 }
 
 static void
 list_push(struct session_table *t, struct session *s)
 {
+    struct session_pool *p = pool_of(t, s);
+
     s->prev = NULL;
-    s->next = t->mru;
-    if (t->mru)
-        t->mru->prev = s;
-    t->mru = s;
-    if (t->lru == NULL)
-        t->lru = s;
+    s->next = p->mru;
+    if (p->mru)
+        p->mru->prev = s;
+    p->mru = s;
+    if (p->lru == NULL)
+        p->lru = s;
+    p->count++;
 }
 
 static void
-session_free(struct server *srv, struct session *s)
+hash_unlink(struct session_table *t, struct session *s)
 {
-    struct session_table *t = &srv->sessions;
     struct session **pp = &t->buckets[s->hash & (t->nbuckets - 1)];
 
     while (*pp != s)
         pp = &(*pp)->hnext;
     *pp = s->hnext;
-    list_unlink(t, s);
+}
+
+/* Everything s holds goes; the struct itself stays while something refers to it. */
+static void
+session_empty(struct server *srv, struct session *s)
+{
+    struct session_table *t = &srv->sessions;
+
     observe_session_gone(srv, s);
     exchange_session_gone(srv, s);
     block_session_sweep(srv, s, 1);
     for (unsigned i = 0; i < s->dd_cap; i++)
         free(s->dd[i].resp);
     t->dd_bytes -= s->dd_bytes;
-    t->count--;
+    s->dd_bytes = 0;
     free(s->dd);
     free(s->dd_mid);
+    s->dd = NULL;
+    s->dd_mid = NULL;
+    s->dd_cap = s->dd_n = s->dd_head = 0;
+}
+
+/* Forget s: out of the table at once; freed now, or when the last reference lets go (a
+ * pending still owned by a plugin or a waiting handler, which learns MOONLET_EGONE). */
+static void
+session_drop(struct server *srv, struct session *s)
+{
+    struct session_table *t = &srv->sessions;
+
+    hash_unlink(t, s);
+    list_unlink(t, s);
+    t->count--;
+    exchange_session_evict(srv, s);     /* its deferred answers end (5.03), held ones go */
+    session_empty(srv, s);
+    if (s->refs) {
+        s->dead = 1;
+        s->ep = NULL;           /* unreachable: nothing goes out through it any more */
+        return;
+    }
     free(s);
 }
 
@@ -78,8 +120,9 @@ session_table_fini(struct server *srv)
 {
     struct session_table *t = &srv->sessions;
 
-    while (t->mru)
-        session_free(srv, t->mru);
+    for (int p = 0; p < 2; p++)
+        while (t->pool[p].mru)
+            session_drop(srv, t->pool[p].mru);
     free(t->buckets);
     t->buckets = NULL;
 }
@@ -92,17 +135,26 @@ busy(const struct session *s)
     return s->refs > 0 || s->out_head != NULL || s->x1 != NULL || s->obs != NULL;
 }
 
-/* Forget the least recently active idle session other than keep; 0 if none could go. */
+/* Forget the least recently active idle verified session other than keep, or failing that
+ * any unverified one (idle first); 0 if none could go. For the byte cap of dedup. */
 static int
 evict_one(struct server *srv, const struct session *keep)
 {
-    for (struct session *s = srv->sessions.lru; s; s = s->prev) {
-        if (s != keep && !busy(s)) {
+    struct session_table *t = &srv->sessions;
+
+    for (int p = POOL_UNVERIFIED; p <= POOL_VERIFIED; p++)
+        for (struct session *s = t->pool[p].lru; s; s = s->prev)
+            if (s != keep && !busy(s)) {
+                srv->stats.evicted++;
+                session_drop(srv, s);
+                return 1;
+            }
+    for (struct session *s = t->pool[POOL_UNVERIFIED].lru; s; s = s->prev)
+        if (s != keep) {
             srv->stats.evicted++;
-            session_free(srv, s);
+            session_drop(srv, s);
             return 1;
         }
-    }
     return 0;
 }
 
@@ -128,24 +180,49 @@ grow(struct session_table *t)
     t->nbuckets = n;
 }
 
+/* Room for one more session in pool p: the least recently active one that may go goes. An
+ * unverified session goes whatever it holds (spoofed peers must never fill the table); a
+ * verified one only when idle -- unless verification is off, where nothing tells a spoofed
+ * peer from a real one and the least recently active goes regardless. */
+static int
+make_room(struct server *srv, int p)
+{
+    struct session_pool *pool = &srv->sessions.pool[p];
+    size_t cap = p == POOL_VERIFIED ? srv->cfg.max_sessions : srv->cfg.unverified_sessions;
+    struct session *s;
+
+    if (pool->count < cap)
+        return 1;
+    for (s = pool->lru; s && p == POOL_VERIFIED && busy(s); s = s->prev)
+        ;
+    if (s == NULL && p == POOL_VERIFIED && srv->cfg.verify == VERIFY_OFF)
+        s = pool->lru;
+    if (s == NULL)
+        return 0;
+    srv->stats.evicted++;
+    session_drop(srv, s);
+    return 1;
+}
+
 struct session *
 session_get(struct server *srv, struct endpoint *ep, const struct peer *p)
 {
     struct session_table *t = &srv->sessions;
     uint32_t h = peer_hash(p, t->key);
     struct session *s;
+    int verified = srv->cfg.verify == VERIFY_OFF;
 
     for (s = t->buckets[h & (t->nbuckets - 1)]; s; s = s->hnext) {
         if (s->hash == h && s->ep == ep && peer_equal(&s->peer, p)) {
-            s->last = ev_now(srv->loop);
-            if (t->mru != s) {
+            s->last = s->heard = ev_now(srv->loop);
+            if (pool_of(t, s)->mru != s) {
                 list_unlink(t, s);
                 list_push(t, s);
             }
             return s;
         }
     }
-    if (t->count >= srv->cfg.max_sessions && !evict_one(srv, NULL))
+    if (!make_room(srv, verified ? POOL_VERIFIED : POOL_UNVERIFIED))
         return NULL;
     s = calloc(1, sizeof *s);
     if (s == NULL)
@@ -153,7 +230,11 @@ session_get(struct server *srv, struct endpoint *ep, const struct peer *p)
     s->ep = ep;
     s->peer = *p;
     s->hash = h;
-    s->last = ev_now(srv->loop);
+    s->verified = (uint8_t)verified;
+    s->pool = verified ? POOL_VERIFIED : POOL_UNVERIFIED;
+    s->hdr = p->u.sa.sa_family == AF_INET || IN6_IS_ADDR_V4MAPPED(&p->u.in6.sin6_addr)
+                 ? 20 + 8 : 40 + 8;
+    s->last = s->heard = ev_now(srv->loop);
     /* RFC 7252 §4.4: start Message IDs at a random value */
     s->next_mid = (uint16_t)(server_random(srv) * 65536.0);
     s->hnext = t->buckets[h & (t->nbuckets - 1)];
@@ -165,41 +246,141 @@ session_get(struct server *srv, struct endpoint *ep, const struct peer *p)
 }
 
 void
+session_verify(struct server *srv, struct session *s)
+{
+    struct session_table *t = &srv->sessions;
+
+    if (s->verified || s->dead)
+        return;
+    s->verified = 1;
+    srv->stats.verified++;
+    /* what it holds leaves the unverified budgets; what waited for this goes out */
+    exchange_session_verified(srv, s);
+    block_session_verified(srv, s);
+    observe_session_verified(srv, s);
+    list_unlink(t, s);
+    s->pool = POOL_VERIFIED;    /* in no list now: make_room cannot pick it */
+    if (!make_room(srv, POOL_VERIFIED))
+        s->pool = POOL_UNVERIFIED;
+    list_push(t, s);
+}
+
+int
+session_credit(const struct server *srv, const struct session *s, size_t len)
+{
+    /* RFC 9175 §2.4 item 3 with the QUIC bound (RFC 9000 §8.1): toward an address not
+     * verified, at most three times the bytes received from it -- on the wire, so that
+     * many small datagrams (pings) cannot multiply headers either */
+    return s->verified || srv->cfg.verify == VERIFY_OFF ||
+           (uint64_t)s->tx + len + s->hdr + s->reserve <= 3 * (uint64_t)s->rx;
+}
+
+void
+session_heard(struct server *srv, struct session *s, size_t len)
+{
+    s->heard = ev_now(srv->loop);
+    if (!s->verified) {
+        uint64_t rx = (uint64_t)s->rx + len + s->hdr;
+
+        s->rx = rx > UINT32_MAX ? UINT32_MAX : (uint32_t)rx;
+    }
+}
+
+int
+session_send(struct server *srv, struct session *s, const uint8_t *buf, size_t len)
+{
+    if (s->ep == NULL)
+        return -1;
+    if (!s->verified) {
+        if (!session_credit(srv, s, len)) {
+            srv->stats.amplification++;
+            return -1;
+        }
+        s->tx += (uint32_t)(len + s->hdr);
+    }
+    return s->ep->tp->send(s->ep, &s->peer, buf, len);
+}
+
+void
+session_probe(struct server *srv, struct session *s)
+{
+    if (!s->verified && !s->dead && srv->cfg.verify != VERIFY_OFF)
+        exchange_ping(srv, s);
+}
+
+void
 session_sweep(struct server *srv)
 {
-    ev_tstamp cutoff = ev_now(srv->loop) - srv->cfg.exchange_lifetime;
-    struct session *s = srv->sessions.lru, *prev;
+    struct session_table *t = &srv->sessions;
+    ev_tstamp now = ev_now(srv->loop), cutoff = now - srv->cfg.exchange_lifetime;
 
-    for (; s && s->last < cutoff; s = prev) {
-        prev = s->prev;
-        if (!busy(s))
-            session_free(srv, s);
+    for (int p = 0; p < 2; p++) {
+        struct session *s = t->pool[p].lru, *prev;
+
+        for (; s && s->last < cutoff; s = prev) {
+            prev = s->prev;
+            if (!busy(s))
+                session_drop(srv, s);
+        }
+        for (s = t->pool[p].mru; s; s = s->next) {
+            if (s->x1 || s->x2)         /* idle block transfers expire */
+                block_session_sweep(srv, s, 0);
+            /* RFC 7641 §4.5: a peer quiet for observe_check gets a CON check */
+            if (s->obs && now - s->heard >= srv->cfg.observe_check)
+                observe_check(srv, s);
+        }
     }
-    for (s = srv->sessions.mru; s; s = s->next)    /* idle block transfers expire */
-        if (s->x1 || s->x2)
-            block_session_sweep(srv, s, 0);
+}
+
+int
+session_audit(const struct server *srv, char *why, size_t len)
+{
+    const struct session_table *t = &srv->sessions;
+    size_t n[2] = {0, 0}, bytes = 0, obs = 0;
+
+    for (int p = 0; p < 2; p++)
+        for (const struct session *s = t->pool[p].mru; s; s = s->next) {
+            n[p]++;
+            if (s->pool != p || s->dead || (p == POOL_VERIFIED && !s->verified) ||
+                exchange_audit(srv, s, &bytes) < 0) {
+                snprintf(why, len, "session in pool %d: pool %d dead %d verified %d held %zu",
+                         p, s->pool, s->dead, s->verified, bytes);
+                return -1;
+            }
+            bytes += block_audit(s);
+            obs += observe_audit(s);
+        }
+    if (n[0] != t->pool[0].count || n[1] != t->pool[1].count || n[0] + n[1] != t->count) {
+        snprintf(why, len, "pools hold %zu + %zu sessions, counted %zu + %zu = %zu", n[0],
+                 n[1], t->pool[0].count, t->pool[1].count, t->count);
+        return -1;
+    }
+    if (bytes != t->unv_bytes || obs != t->unv_observers ||
+        exchange_audit_pendings(srv) != t->unv_pendings) {
+        snprintf(why, len, "unverified budgets: bytes %zu counted %zu, observers %zu counted "
+                 "%zu, pendings %zu counted %zu", bytes, t->unv_bytes, obs, t->unv_observers,
+                 exchange_audit_pendings(srv), t->unv_pendings);
+        return -1;
+    }
+    return 0;
 }
 
 void
 session_endpoint_gone(struct server *srv, struct endpoint *ep)
 {
-    struct session *s, *next;
+    struct session_table *t = &srv->sessions;
 
     exchange_endpoint_gone(srv, ep);
-    for (s = srv->sessions.mru; s; s = next) {
-        next = s->next;
-        if (s->ep != ep)
-            continue;
-        observe_session_end(srv, s, MOONLET_SERVICE_UNAVAILABLE);
-        if (s->refs == 0) {
-            session_free(srv, s);
-            continue;
+    for (int p = 0; p < 2; p++) {
+        struct session *s, *next;
+
+        for (s = t->pool[p].mru; s; s = next) {
+            next = s->next;
+            if (s->ep != ep)
+                continue;
+            observe_session_end(srv, s, MOONLET_SERVICE_UNAVAILABLE);
+            session_drop(srv, s);
         }
-        /* still held (a pending its owner has not freed, a notification build for
-         * another peer): it stays, unreachable, without work, until the sweep */
-        exchange_session_gone(srv, s);
-        block_session_sweep(srv, s, 1);
-        s->ep = NULL;
     }
 }
 
@@ -207,8 +388,8 @@ void
 session_release(struct server *srv, struct session *s)
 {
     (void)srv;
-    if (s->refs)
-        s->refs--;
+    if (s->refs && --s->refs == 0 && s->dead)
+        free(s);
 }
 
 /* Index of the first slot at or after i holding mid, or n. Slots [0, n) are in use; the

@@ -1,12 +1,16 @@
 /*
  * session.h -- per-peer state: the deduplication ring (RFC 7252 §4.5), the queue of
- * server-originated CONs (NSTART, §4.7), and the table of peers with its bounds.
+ * server-originated CONs (NSTART, §4.7), address verification (RFC 9175 §2.4) and the
+ * table of peers with its bounds.
  *
- * Bounds: at most cfg.dedup_per_peer dedup entries per peer (a ring: the oldest is
- * overwritten), at most cfg.max_sessions peers and cfg.dedup_bytes of cached responses in
- * total; over either total, the least recently active idle peer is forgotten. A peer idle
- * for EXCHANGE_LIFETIME is forgotten by the sweep, unless it has work in progress or
- * observes something.
+ * Every peer starts unverified: a datagram's source address can be spoofed. An unverified
+ * peer is sent at most three times the bytes it sent (the QUIC rule, RFC 9000 §8.1), and
+ * what it holds lives in a pool of its own, small and evicted least recently active first
+ * whatever it holds, so spoofed peers can never fill the table: a new peer always gets a
+ * session. A peer is verified once it returns something only a receiver of our datagrams
+ * can know: an Echo value (RFC 9175 §2.3) or the Message ID of a CON we sent it (a
+ * CoAP ping answered by RST, or an acknowledged CON). Verified peers live in the main
+ * pool (max_sessions), where only idle sessions are evicted.
  */
 #ifndef SESSION_H
 #define SESSION_H
@@ -23,6 +27,7 @@ enum dedup_state {
     DEDUP_BUSY,     /* handler running or deferred; no response yet */
     DEDUP_ACKED,    /* empty ACK sent; the response goes separately */
     DEDUP_DONE,     /* response cached (len 0: nothing to resend, e.g. a NON) */
+    DEDUP_HELD,     /* response cached, not yet sent: it waits for the peer's verification */
 };
 
 struct dedup {
@@ -37,21 +42,35 @@ struct dedup {
 };
 
 struct outmsg;
+struct held;
+
+enum { POOL_UNVERIFIED, POOL_VERIFIED };
 
 struct session {
     struct session *hnext;              /* hash chain */
-    struct session *prev, *next;        /* activity list, most recent first */
+    struct session *prev, *next;        /* its pool's activity list, most recent first */
     struct endpoint *ep;
     struct peer peer;
     uint32_t hash;
-    ev_tstamp last;
-    unsigned refs;                      /* pendings and outgoing CONs holding it */
+    ev_tstamp last;                     /* last request (the idle sweep) */
+    ev_tstamp heard;                    /* last datagram of any kind (observer liveness) */
+    unsigned refs;                      /* pendings and multicast answers holding it */
     uint16_t next_mid;
+    uint8_t verified;                   /* its address is proven (RFC 9175 §2.4) */
+    uint8_t pool;                       /* the list it is in: POOL_VERIFIED only when both
+                                         * verified and admitted under max_sessions */
+    uint8_t dead;                       /* evicted while referenced: freed at refs 0 */
+    uint32_t rx, tx;                    /* bytes from / to it while unverified (3x rule),
+                                         * counted on the wire: with IP and UDP headers */
+    uint8_t hdr;                        /* those headers: 28 (IPv4), 48 (IPv6) */
+    uint16_t reserve;                   /* credit kept back for the repetitions of a
+                                         * verification ping: it goes before anything */
     struct dedup *dd;
     uint16_t *dd_mid;                   /* the entries' MIDs, compact for the scan */
     uint16_t dd_cap, dd_n, dd_head;     /* slots [0, dd_n) in use; dd_head: next to reuse */
     size_t dd_bytes;
     struct outmsg *out_head, *out_tail; /* NSTART queue: the head is in flight */
+    struct held *held, *held_tail;      /* answers waiting for its verification (3x rule) */
     struct xfer1 *x1;                   /* Block1 uploads in progress (block.c) */
     struct xfer2 *x2;                   /* Block2 downloads and their snapshots */
     unsigned nx1, nx2;
@@ -59,27 +78,58 @@ struct session {
     unsigned nobs;
 };
 
+struct session_pool {
+    struct session *mru, *lru;          /* activity list ends */
+    size_t count;
+};
+
 struct session_table {
     struct session **buckets;
     size_t nbuckets, count;
     size_t dd_bytes;                    /* all peers' cached response bytes */
     uint64_t key;                       /* peer hash key, random per server */
-    struct session *mru, *lru;          /* activity list ends */
+    struct session_pool pool[2];        /* POOL_UNVERIFIED, POOL_VERIFIED */
+    /* what unverified peers hold, against their own budgets (cfg.unverified_*) */
+    size_t unv_bytes;                   /* queued answers and upload buffers */
+    size_t unv_pendings, unv_observers;
 };
 
 struct server;
 
 int session_table_init(struct session_table *t);
 void session_table_fini(struct server *srv);
-/* The session of a peer, created if absent (NULL when over max_sessions with every
- * session busy, or out of memory). Marks it active now. */
+/* The session of a peer, created if absent (unverified unless verification is off), which
+ * may evict the least recently active unverified one. NULL only without memory. Marks it
+ * active now. */
 struct session *session_get(struct server *srv, struct endpoint *ep, const struct peer *p);
-/* Forget idle sessions older than the exchange lifetime. */
+/* The session of a peer if it exists (no creation, no activity mark). */
+struct session *session_find(struct server *srv, struct endpoint *ep, const struct peer *p);
+/* Forget idle sessions older than the exchange lifetime; check quiet observers. */
 void session_sweep(struct server *srv);
+/* A pending or multicast answer lets go of s (an evicted session is freed at the last). */
 void session_release(struct server *srv, struct session *s);
 /* Listener ep closes: its peers' observations and deferred answers end with 5.03 (sent
  * before the socket goes), their sessions and everything they hold are freed. */
 void session_endpoint_gone(struct server *srv, struct endpoint *ep);
+
+/* The peer proved its address: the 3x rule no longer holds for it, what it held is sent,
+ * and it joins the verified pool -- unless that pool is full of busy sessions: it then
+ * stays in the unverified one, evicted first when room is needed. */
+void session_verify(struct server *srv, struct session *s);
+/* Queue buf to the peer, within the 3x rule while it is unverified. 0, or -1 when that
+ * rule (or the transport) refused it. */
+int session_send(struct server *srv, struct session *s, const uint8_t *buf, size_t len);
+/* May an unverified s be sent a datagram of len bytes now? (always 1 when verified) */
+int session_credit(const struct server *srv, const struct session *s, size_t len);
+/* A datagram of len bytes came from the peer of s: more credit while it is unverified. */
+void session_heard(struct server *srv, struct session *s, size_t len);
+/* s is about to hold lasting state (an observation, a deferred answer, an upload): if it is
+ * unverified, start proving its address with a CoAP ping (RFC 7252 §4.3). */
+void session_probe(struct server *srv, struct session *s);
+
+/* Consistency check for tests and fuzzing: the pools' lists and counts agree, and the
+ * unverified budgets equal what the sessions hold. 0, or -1 with the discrepancy in why. */
+int session_audit(const struct server *srv, char *why, size_t len);
 
 /* Dedup: the live entry for mid, or NULL. */
 struct dedup *dedup_find(struct server *srv, struct session *s, uint16_t mid);
@@ -94,8 +144,4 @@ void dedup_reset(struct server *srv, struct dedup *d, int con, const uint8_t *to
 int dedup_store(struct server *srv, struct session *s, struct dedup *d, const uint8_t *buf,
                 size_t len);
 
-
-
-/* The session of a peer if it exists (no creation, no activity mark). */
-struct session *session_find(struct server *srv, struct endpoint *ep, const struct peer *p);
 #endif

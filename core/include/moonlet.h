@@ -219,7 +219,8 @@ MOONLET_API const char *moonlet_req_query_item(const moonlet_req *req, unsigned 
 /* The n-th (0-based) occurrence of option `num`: its value and length, NULL if absent. */
 MOONLET_API const uint8_t *moonlet_req_option(const moonlet_req *req, unsigned num,
                                               unsigned n, size_t *len);
-/* Decode a uint option (RFC 7252 §3.2); returns dflt if absent or too long. */
+/* Decode a uint option (RFC 7252 §3.2); returns dflt if absent, longer than 4 bytes, or
+ * (a registered option) of a length outside its bounds: §5.4.3 ignores such an option. */
 MOONLET_API uint32_t moonlet_req_option_uint(const moonlet_req *req, unsigned num,
                                              uint32_t dflt);
 /* The payload (after Block1 reassembly, when that exists). Never NULL; *len 0 if none. */

@@ -149,7 +149,9 @@ next_msg(int fd, struct in *in)
         if (parse(buf, (size_t)r, &type, &in->code, &mid, &in->tok, &in->obs) < 0)
             continue;
         if (type == 0)
-            ack(fd, mid);
+            ack(fd, mid);   /* a notification, or the server's ping verifying us */
+        if (in->code == 0)
+            continue;
         return 1;
     }
     return 0;

@@ -170,14 +170,19 @@ def parse(raw):
 # ---- raw UDP client -----------------------------------------------------------------------
 
 class Client:
-    """A UDP socket on loopback connected to the server: only its datagrams arrive."""
+    """A UDP socket on loopback connected to the server: only its datagrams arrive.
+    Like every RFC 7252 endpoint it answers a CoAP ping (an Empty CON) with RST (§4.3),
+    which is how the server verifies its address (RFC 9175 §2.4); answer_pings=False
+    leaves pings to the test (it then sees them like any datagram)."""
 
-    def __init__(self, port, host="::1"):
+    def __init__(self, port, host="::1", answer_pings=True):
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(fam, socket.SOCK_DGRAM)
         self.sock.bind((host, 0))
         self.sock.connect((host, port))
         self.port, self.host = port, host
+        self.answer_pings = answer_pings
+        self.pings = 0          # pings answered
         self.sent = []          # datagrams sent, for diagnostics
 
     def close(self):
@@ -194,14 +199,21 @@ class Client:
         self.sock.send(dgram)
 
     def recv_raw(self, timeout):
-        """One datagram, or None after timeout seconds."""
-        r, _, _ = select.select([self.sock], [], [], timeout)
-        if not r:
-            return None
-        try:
-            return self.sock.recv(70000)
-        except ConnectionRefusedError:
-            raise AssertionError("ICMP port unreachable: the server is not listening")
+        """One datagram, or None after timeout seconds (pings answered on the way)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
+            if not r:
+                return None
+            try:
+                raw = self.sock.recv(70000)
+            except ConnectionRefusedError:
+                raise AssertionError("ICMP port unreachable: the server is not listening")
+            if self.answer_pings and len(raw) == 4 and raw[0] == 0x40 and raw[1] == 0:
+                self.pings += 1
+                self.sock.send(bytes([0x70, 0]) + raw[2:4])
+                continue
+            return raw
 
     def recv(self, timeout=5.0):
         """One parsed message, or None after timeout (unparsable: AssertionError)."""
@@ -356,8 +368,8 @@ class Server:
                                  "  log:\n%s" % (" ".join(argv), indent(self.log.text())))
         self.port = int(m.group(1))
 
-    def client(self, host=None):
-        return Client(self.port, host or self.addr)
+    def client(self, host=None, answer_pings=True):
+        return Client(self.port, host or self.addr, answer_pings)
 
     def alive(self):
         return self.proc.poll() is None
@@ -418,6 +430,17 @@ def run_moonlet(args, timeout=5.0, plugins=None):
         out, _ = p.communicate()
         rc = None
     return rc, out.decode("utf-8", "replace").splitlines()
+
+
+def stats(srv):
+    """The server's counters, from the line SIGUSR1 makes it log: {'sessions': 3, ...}."""
+    start = len(srv.log.lines)
+    os.kill(srv.pid, signal.SIGUSR1)
+    m = srv.log.wait_for(r"stats: (.*)", 5.0, start)
+    check(m is not None, "no stats line after SIGUSR1")
+    words = m.group(1).split()
+    return {words[i]: int(words[i + 1]) for i in range(len(words) - 1)
+            if re.fullmatch(r"\d+", words[i + 1]) and not re.fullmatch(r"\d+", words[i])}
 
 
 def free_port(host="::1"):

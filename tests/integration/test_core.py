@@ -254,7 +254,9 @@ def t_h26():
             expect_code(c, request(CON, method, MID + i, b"", "hello"), NOT_ALLOWED, MID + i)
 
 
-@test("H27 oversized datagram (65 527 B, the largest UDP/IPv6 payload) -> drop, still serving")
+@test("H27/R12 oversized datagram (65 527 B, the largest UDP/IPv6 payload, and just over the "
+      "2 KiB receive slot) holding a request -> 4.13 with Size1 (issue 12: R12 over H27's "
+      "drop), from its head alone; a response that large -> dropped; still serving")
 def t_h27():
     # 70 000 B cannot be sent as one UDP datagram (IPv6 limit 65 527 B without jumbograms):
     # the largest one, and one just above moonlet's 2 KiB slot, both hold a valid GET.
@@ -263,7 +265,11 @@ def t_h27():
             d = request(CON, GET, MID, b"", "hello", payload=b"x" * 1)
             d = d[:-1] + b"x" * (size - len(d) + 1)
             eq(len(d), size, "datagram size")
-            c.expect_silence(0.4, after=d)
+            m = expect_msg(c.exchange(d), d, ACK, code(4, 13), MID, b"")
+            check(m.opt_uint(60) is not None, "Size1 on the 4.13")
+            c.expect_silence(0.1)
+        big = h("61 45 ab cd 77") + b"\xff" + b"r" * 5000      # an unsolicited 2.05
+        c.expect_silence(0.4, after=big)
         serving(c)
 
 

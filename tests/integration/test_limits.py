@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """test_limits.py -- every state limit of the core, hit on purpose: dedup_per_peer,
-max_sessions (idle eviction, and 5.03 when every session is busy), dedup_bytes,
-defer_deadline, max_payload. Run like test_core.py.
+unverified_sessions and max_sessions (the two pools of peers, README "How state is
+bounded"), dedup_bytes, defer_deadline, max_payload. Run like test_core.py. The hostile-peer
+limits (unverified_pendings, unverified_observers, unverified_bytes, observer reaping, the
+3x rule) are in test_hostile.py.
 """
 
 import os
@@ -10,8 +12,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from coaptest import (  # noqa: E402
-    ACK, CHANGED, CON, CONTENT, GET, MAX_AGE, POST, Server, check, code, eq, expect_msg, main,
-    request, test)
+    ACK, CHANGED, CON, CONTENT, GET, POST, Server, check, code, eq, expect_msg, main, request,
+    stats, test)
 
 UNAVAILABLE, INTERNAL = code(5, 3), code(5, 0)
 
@@ -41,9 +43,18 @@ def t_dedup_per_peer():
         eq(runs(s), 6, "runs after a duplicate of the 1st (beyond the ring)")
 
 
-@test("max_sessions=2: a third peer makes the least recently active idle one forgotten")
-def t_max_sessions_evict():
-    with Server(opts={"max_sessions": 2}) as s, \
+def verify(c, mid=0x6f00):
+    """Get a verified peer: /t/big (1000 bytes) is over 3x a GET, so the answer waits for
+    a ping, which the client answers (RFC 9175 §2.4)."""
+    d = request(CON, GET, mid, b"\xbb", "t/big")
+    expect_msg(c.exchange(d), d, ACK, CONTENT, mid, b"\xbb")
+    check(c.pings == 1, "verified by one ping (%d)" % c.pings)
+
+
+@test("unverified_sessions=2: a third peer makes the least recently active unverified one "
+      "forgotten")
+def t_unverified_sessions_evict():
+    with Server(opts={"unverified_sessions": 2}) as s, \
             s.client() as c1, s.client() as c2, s.client() as c3:
         post_counter(c1, 1, b"\x01")
         post_counter(c2, 1, b"\x02")
@@ -53,15 +64,35 @@ def t_max_sessions_evict():
         eq(runs(s), 4, "handler runs")
 
 
-@test("max_sessions=1 with the only session busy (deferred): a new peer gets 5.03 + Max-Age")
+@test("max_sessions=2 (verified peers): a third verified peer makes the least recently "
+      "active idle verified one forgotten; unverified peers never push verified ones out")
+def t_max_sessions_evict():
+    with Server(opts={"max_sessions": 2, "unverified_sessions": 1}) as s, \
+            s.client() as c1, s.client() as c2, s.client() as c3, s.client() as c4:
+        for c in (c1, c2):
+            verify(c)
+            post_counter(c, 1, bytes([c.sock.getsockname()[1] & 255]))
+        post_counter(c4, 1, b"\x04")              # unverified: its own pool
+        eq(stats(s)["verified"], 2, "verified peers")
+        verify(c3)                                # c1 (least recent) goes
+        post_counter(c2, 1, bytes([c2.sock.getsockname()[1] & 255]))   # cached: no run
+        post_counter(c1, 1, bytes([c1.sock.getsockname()[1] & 255]))   # forgotten: runs
+        eq(runs(s), 4, "handler runs")
+
+
+@test("max_sessions=1 with the only verified peer busy (deferred): a new peer is served "
+      "all the same, and can verify: it stays in the unverified pool, evicted first")
 def t_max_sessions_busy():
     with Server(opts={"max_sessions": 1, "separate_after": 5}) as s, \
             s.client() as c1, s.client() as c2:
+        verify(c1)
         slow = request(CON, GET, 1, b"\x01", "t/defer", query=["ms=800"])
         c1.send(slow)
         d = request(CON, GET, 2, b"\x02", "hello")
-        m = expect_msg(c2.exchange(d), d, ACK, UNAVAILABLE, 2, b"\x02")
-        check(m.opt_uint(MAX_AGE) is not None, "Max-Age on the 5.03")
+        expect_msg(c2.exchange(d), d, ACK, CONTENT, 2, b"\x02")
+        verify(c2, 3)                             # proven, though the pool is full
+        st = stats(s)
+        eq((st["verified"], st["sessions"]), (1, 2), "verified pool, sessions")
         expect_msg(c1.recv(3.0), slow, ACK, CONTENT, 1, b"\x01", b"late")
 
 

@@ -15,7 +15,6 @@ stats line. The node test needs tests/integration/node/node_modules (`npm ci` th
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from coaptest import (  # noqa: E402
     ACCEPT, ACK, CHANGED, CON, CONTENT, CONTENT_FORMAT, ETAG, GET, NON, OBSERVE, POST, PUT,
     RST, Client, Msg, Server, cfg, check, code, coap_client, encode, eq, expect_msg, main,
-    note, request, test)
+    note, request, stats, test)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -52,20 +51,6 @@ def t_observe_so():
 
 def server(opts=None, **kw):
     return Server(opts=opts, plugins=[SCRIPT, t_observe_so()], **kw)
-
-
-def stats(srv):
-    """The server's counters, from the line SIGUSR1 makes it log."""
-    start = len(srv.log.lines)
-    os.kill(srv.pid, signal.SIGUSR1)
-    m = srv.log.wait_for(r"stats: (.*)", 5.0, start)
-    check(m is not None, "no stats line after SIGUSR1")
-    words = m.group(1).split()
-    out = {}
-    for i in range(0, len(words) - 1):
-        if re.fullmatch(r"\d+", words[i + 1]) and not re.fullmatch(r"\d+", words[i]):
-            out[words[i]] = int(words[i + 1])
-    return out
 
 
 def observers(srv):
