@@ -1,29 +1,40 @@
 /*
- * cbor.c -- moonlet.cbor.encode/decode (RFC 8949) over libcbor, Debian's maintained CBOR
- * library (chosen over an encoder of our own: it decodes every major type, indefinite
- * lengths and tags, and is fuzzed upstream). Encoding writes integers in their shortest
- * form (§4.2.1); a table is an array when it is a sequence 1..n, else a map.
+ * cbor.c -- moonlet.cbor (RFC 8949) over libcbor, and moonlet.json over lua-cjson, made safe
+ * for untrusted payloads: decoding allocates only Lua memory (lua.memory), at most a fixed
+ * multiple of the input, nests at most CBOR_DEPTH deep, and answers nil, err for bad data.
  */
 #include <cbor.h>
+#include <limits.h>
 #include <string.h>
 
 #include "runtime.h"
 
-#define CBOR_DEPTH 32
+#define CBOR_DEPTH 32 /* arrays and maps inside one another, CBOR and JSON alike */
+/* Lua does not seed its hash of numbers: keys chosen to share one chain would make
+ * decoding a map quadratic (20,000 multiples of 32767: 1.8 s). Integers within +-65536 can
+ * only share a chain by a bounded amount; other numbers are limited per map. */
+#define CBOR_SMALL_KEY 65536
+#define CBOR_WIDE_KEYS 256
+#define JSON_DEPTH CBOR_DEPTH
 
+/* Encoding writes integers in their shortest form (§4.2.1); a table is an array when it is a
+ * sequence 1..n, else a map. */
 static cbor_item_t *
 uint_item(uint64_t v)
 {
-    return v <= 0xff ? cbor_build_uint8((uint8_t)v) : v <= 0xffff ? cbor_build_uint16((uint16_t)v)
-         : v <= 0xffffffff ? cbor_build_uint32((uint32_t)v) : cbor_build_uint64(v);
+    return v <= 0xff         ? cbor_build_uint8((uint8_t)v)
+           : v <= 0xffff     ? cbor_build_uint16((uint16_t)v)
+           : v <= 0xffffffff ? cbor_build_uint32((uint32_t)v)
+                             : cbor_build_uint64(v);
 }
 
 static cbor_item_t *
-negint_item(uint64_t v)    /* encodes -1 - v */
+negint_item(uint64_t v) /* encodes -1 - v */
 {
-    return v <= 0xff ? cbor_build_negint8((uint8_t)v)
-         : v <= 0xffff ? cbor_build_negint16((uint16_t)v)
-         : v <= 0xffffffff ? cbor_build_negint32((uint32_t)v) : cbor_build_negint64(v);
+    return v <= 0xff         ? cbor_build_negint8((uint8_t)v)
+           : v <= 0xffff     ? cbor_build_negint16((uint16_t)v)
+           : v <= 0xffffffff ? cbor_build_negint32((uint32_t)v)
+                             : cbor_build_negint64(v);
 }
 
 static int
@@ -136,136 +147,536 @@ lcbor_encode(lua_State *L)
     return 1;
 }
 
+/* ---- decoding: libcbor's streaming decoder reads one head at a time, we build the value -- */
+
+enum head_kind {
+    H_UINT,
+    H_NEGINT,
+    H_BYTES,
+    H_TEXT,
+    H_BYTES_INDEF,
+    H_TEXT_INDEF,
+    H_ARRAY,
+    H_ARRAY_INDEF,
+    H_MAP,
+    H_MAP_INDEF,
+    H_TAG,
+    H_FLOAT,
+    H_BOOL,
+    H_NIL,
+    H_BREAK
+};
+
+/* The head of one data item (§3) as cbor_stream_decode reports it, without allocating. */
+struct head {
+    enum head_kind kind;
+    uint64_t n; /* integer, length, count, tag number or boolean */
+    double d;
+    cbor_data p; /* a definite string's bytes, inside the input */
+};
+
 static void
-push_chunks(lua_State *L, cbor_item_t **chunks, size_t n, int text)
+head_set(void *ctx, enum head_kind kind, uint64_t n)
+{
+    struct head *h = ctx;
+
+    h->kind = kind;
+    h->n = n;
+}
+
+#define HEAD_NUM(name, type, kind)                                                                 \
+    static void name(void *ctx, type v)                                                            \
+    {                                                                                              \
+        head_set(ctx, kind, (uint64_t)v);                                                          \
+    }
+#define HEAD_NONE(name, kind)                                                                      \
+    static void name(void *ctx)                                                                    \
+    {                                                                                              \
+        head_set(ctx, kind, 0);                                                                    \
+    }
+HEAD_NUM(on_uint8, uint8_t, H_UINT)
+HEAD_NUM(on_uint16, uint16_t, H_UINT)
+HEAD_NUM(on_uint32, uint32_t, H_UINT)
+HEAD_NUM(on_uint64, uint64_t, H_UINT)
+HEAD_NUM(on_negint8, uint8_t, H_NEGINT)
+HEAD_NUM(on_negint16, uint16_t, H_NEGINT)
+HEAD_NUM(on_negint32, uint32_t, H_NEGINT)
+HEAD_NUM(on_negint64, uint64_t, H_NEGINT)
+HEAD_NUM(on_array, size_t, H_ARRAY)
+HEAD_NUM(on_map, size_t, H_MAP)
+HEAD_NUM(on_tag, uint64_t, H_TAG)
+HEAD_NUM(on_bool, bool, H_BOOL)
+HEAD_NONE(on_bytes_indef, H_BYTES_INDEF)
+HEAD_NONE(on_text_indef, H_TEXT_INDEF)
+HEAD_NONE(on_array_indef, H_ARRAY_INDEF)
+HEAD_NONE(on_map_indef, H_MAP_INDEF)
+HEAD_NONE(on_nil, H_NIL)
+HEAD_NONE(on_break, H_BREAK)
+
+static void
+on_bytes(void *ctx, cbor_data p, size_t n)
+{
+    head_set(ctx, H_BYTES, n);
+    ((struct head *)ctx)->p = p;
+}
+
+static void
+on_text(void *ctx, cbor_data p, size_t n)
+{
+    head_set(ctx, H_TEXT, n);
+    ((struct head *)ctx)->p = p;
+}
+
+static void
+on_float(void *ctx, float f)
+{
+    head_set(ctx, H_FLOAT, 0);
+    ((struct head *)ctx)->d = f;
+}
+
+static void
+on_double(void *ctx, double d)
+{
+    head_set(ctx, H_FLOAT, 0);
+    ((struct head *)ctx)->d = d;
+}
+
+static const struct cbor_callbacks heads = {
+    .uint8 = on_uint8,
+    .uint16 = on_uint16,
+    .uint32 = on_uint32,
+    .uint64 = on_uint64,
+    .negint8 = on_negint8,
+    .negint16 = on_negint16,
+    .negint32 = on_negint32,
+    .negint64 = on_negint64,
+    .byte_string = on_bytes,
+    .byte_string_start = on_bytes_indef,
+    .string = on_text,
+    .string_start = on_text_indef,
+    .array_start = on_array,
+    .indef_array_start = on_array_indef,
+    .map_start = on_map,
+    .indef_map_start = on_map_indef,
+    .tag = on_tag,
+    .float2 = on_float,
+    .float4 = on_float,
+    .float8 = on_double,
+    .undefined = on_nil,
+    .null = on_nil,
+    .boolean = on_bool,
+    .indef_break = on_break,
+};
+
+struct dec {
+    lua_State *L;
+    cbor_data s;
+    size_t len, pos;
+    size_t promised; /* input bytes that pre-sized tables still count on for their elements */
+};
+
+static void
+dec_fail(struct dec *d, size_t at, const char *what)
+{
+    lua_pushfstring(d->L, "CBOR: %s at byte %I", what, (lua_Integer)at);
+    lua_error(d->L);
+}
+
+/* libcbor 0.8 rejects tags 6..20 in the initial byte; §3.4 has every tag number well-formed. */
+static void
+head_next(struct dec *d, struct head *h)
+{
+    size_t at = d->pos;
+    struct cbor_decoder_result r;
+
+    if (at == d->len)
+        dec_fail(d, at, "unexpected end of input");
+    if (d->s[at] >= 0xc6 && d->s[at] <= 0xd4) {
+        head_set(h, H_TAG, d->s[at] - 0xc0u);
+        d->pos++;
+        return;
+    }
+    r = cbor_stream_decode(d->s + at, d->len - at, &heads, h);
+    if (r.status == CBOR_DECODER_NEDATA)
+        dec_fail(d, at, "truncated item");
+    if (r.status != CBOR_DECODER_FINISHED)
+        dec_fail(d, at, "malformed item");
+    d->pos += r.read;
+}
+
+/* §3.2.1: the "break" stop code ends an indefinite-length item. */
+static int
+at_break(struct dec *d)
+{
+    if (d->pos < d->len && d->s[d->pos] == 0xff) {
+        d->pos++;
+        return 1;
+    }
+    return 0;
+}
+
+/* Slots to pre-size for a declared count: no more than the rest of the input can fill (an
+ * element takes at least `each` bytes) beyond what enclosing tables already count on, so a
+ * forged count costs nothing and nested ones cannot add up. */
+static size_t
+presize(struct dec *d, uint64_t count, size_t each)
+{
+    size_t left = d->len - d->pos, n;
+
+    n = left > d->promised ? (left - d->promised) / each : 0;
+    if (count < n)
+        n = (size_t)count;
+    if (n > INT_MAX / 2)
+        n = INT_MAX / 2;
+    d->promised += n * each;
+    return n;
+}
+
+static void item(struct dec *d, int depth);
+
+/* §3.1: integers reach 2^64; one beyond Lua's integers is a float, as an overflowing decimal
+ * numeral is in Lua (manual §3.1). */
+static void
+push_int(lua_State *L, uint64_t v, int negative)
+{
+    if (v <= (uint64_t)LUA_MAXINTEGER)
+        lua_pushinteger(L, negative ? -1 - (lua_Integer)v : (lua_Integer)v);
+    else
+        lua_pushnumber(L, negative ? -1.0 - (lua_Number)v : (lua_Number)v);
+}
+
+/* §3.2.3: the chunks of an indefinite-length string are definite strings of its major type. */
+static void
+push_chunks(struct dec *d, enum head_kind chunk)
 {
     luaL_Buffer b;
+    struct head h;
 
-    luaL_buffinit(L, &b);
-    for (size_t i = 0; i < n; i++) {
-        if (text)
-            luaL_addlstring(&b, (const char *)cbor_string_handle(chunks[i]),
-                            cbor_string_length(chunks[i]));
-        else
-            luaL_addlstring(&b, (const char *)cbor_bytestring_handle(chunks[i]),
-                            cbor_bytestring_length(chunks[i]));
+    luaL_buffinit(d->L, &b);
+    while (!at_break(d)) {
+        size_t at = d->pos;
+
+        head_next(d, &h);
+        if (h.kind != chunk)
+            dec_fail(d, at, "not a chunk of the indefinite-length string");
+        luaL_addlstring(&b, (const char *)h.p, (size_t)h.n);
     }
     luaL_pushresult(&b);
 }
 
 static void
-decode(lua_State *L, cbor_item_t *item, int depth)
+push_array(struct dec *d, const struct head *h, int depth)
 {
-    if (depth > CBOR_DEPTH)
-        luaL_error(L, "moonlet.cbor.decode: nested deeper than %d", CBOR_DEPTH);
-    luaL_checkstack(L, 4, "cbor");
-    switch (cbor_typeof(item)) {
-    case CBOR_TYPE_UINT:
-        lua_pushinteger(L, (lua_Integer)cbor_get_int(item));
-        break;
-    case CBOR_TYPE_NEGINT:
-        lua_pushinteger(L, -1 - (lua_Integer)cbor_get_int(item));
-        break;
-    case CBOR_TYPE_BYTESTRING:
-        if (cbor_bytestring_is_indefinite(item))
-            push_chunks(L, cbor_bytestring_chunks_handle(item),
-                        cbor_bytestring_chunk_count(item), 0);
-        else
-            lua_pushlstring(L, (const char *)cbor_bytestring_handle(item),
-                            cbor_bytestring_length(item));
-        break;
-    case CBOR_TYPE_STRING:
-        if (cbor_string_is_indefinite(item))
-            push_chunks(L, cbor_string_chunks_handle(item), cbor_string_chunk_count(item), 1);
-        else
-            lua_pushlstring(L, (const char *)cbor_string_handle(item),
-                            cbor_string_length(item));
-        break;
-    case CBOR_TYPE_ARRAY: {
-        size_t n = cbor_array_size(item);
-        cbor_item_t **items = cbor_array_handle(item);
+    int indef = h->kind == H_ARRAY_INDEF;
+    size_t pre = indef ? 0 : presize(d, h->n, 1);
 
-        lua_createtable(L, n < 1024 ? (int)n : 1024, 0);
-        for (size_t i = 0; i < n; i++) {
-            decode(L, items[i], depth + 1);
-            lua_rawseti(L, -2, (lua_Integer)i + 1);
-        }
-        break;
-    }
-    case CBOR_TYPE_MAP: {
-        size_t n = cbor_map_size(item);
-        struct cbor_pair *pairs = cbor_map_handle(item);
-
-        lua_createtable(L, 0, n < 1024 ? (int)n : 1024);
-        for (size_t i = 0; i < n; i++) {
-            decode(L, pairs[i].key, depth + 1);
-            decode(L, pairs[i].value, depth + 1);
-            if (lua_isnil(L, -2))
-                lua_pop(L, 2);          /* a null key cannot be a Lua table key */
-            else
-                lua_rawset(L, -3);
-        }
-        break;
-    }
-    case CBOR_TYPE_TAG: {
-        cbor_item_t *inner = cbor_tag_item(item);   /* counted reference */
-
-        decode(L, inner, depth + 1);
-        cbor_decref(&inner);
-        break;
-    }
-    case CBOR_TYPE_FLOAT_CTRL:
-        if (cbor_float_ctrl_is_ctrl(item)) {
-            if (cbor_is_bool(item))
-                lua_pushboolean(L, cbor_get_bool(item));
-            else
-                lua_pushnil(L);         /* null, undefined, other simple values */
-        } else {
-            lua_pushnumber(L, cbor_float_get_float(item));
-        }
-        break;
+    lua_createtable(d->L, (int)pre, 0);
+    for (uint64_t i = 1; indef || i <= h->n; i++) {
+        if (indef && at_break(d))
+            break;
+        item(d, depth);
+        lua_rawseti(d->L, -2, (lua_Integer)i);
+        if (i <= pre)
+            d->promised--;
     }
 }
 
-/* Decoding errors after cbor_load must not leak the item: decode in a protected call. */
+/* A key Lua cannot hold (null and undefined are nil; NaN) is skipped with its value. */
+static void
+set_pair(lua_State *L)
+{
+    int nan = lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) != lua_tonumber(L, -2);
+
+    if (lua_isnil(L, -2) || nan)
+        lua_pop(L, 2);
+    else
+        lua_rawset(L, -3);
+}
+
+/* Is the key at idx a number outside +-CBOR_SMALL_KEY (a float, or a large integer)? */
+static int
+wide_key(lua_State *L, int idx)
+{
+    lua_Integer k;
+
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        return 0;
+    if (!lua_isinteger(L, idx))
+        return 1;
+    k = lua_tointeger(L, idx);
+    return k > CBOR_SMALL_KEY || k < -CBOR_SMALL_KEY;
+}
+
+static void
+push_map(struct dec *d, const struct head *h, int depth)
+{
+    int indef = h->kind == H_MAP_INDEF;
+    size_t pre = indef ? 0 : presize(d, h->n, 2);
+    unsigned wide = 0;
+
+    lua_createtable(d->L, 0, (int)pre);
+    for (uint64_t i = 0; indef || i < h->n; i++) {
+        size_t at;
+
+        if (indef && at_break(d))
+            break;
+        at = d->pos;
+        item(d, depth);
+        if (wide_key(d->L, -1) && ++wide > CBOR_WIDE_KEYS)
+            dec_fail(d, at, lua_pushfstring(d->L, "more than %d keys in one map are numbers "
+                                            "beyond +-%d", CBOR_WIDE_KEYS, CBOR_SMALL_KEY));
+        item(d, depth);
+        set_pair(d->L);
+        if (i < pre)
+            d->promised -= 2;
+    }
+}
+
+static void
+push_value(struct dec *d, const struct head *h, size_t at, int depth)
+{
+    switch (h->kind) {
+    case H_UINT:
+    case H_NEGINT:
+        push_int(d->L, h->n, h->kind == H_NEGINT);
+        break;
+    case H_BYTES:
+    case H_TEXT:
+        lua_pushlstring(d->L, (const char *)h->p, (size_t)h->n);
+        break;
+    case H_BYTES_INDEF:
+    case H_TEXT_INDEF:
+        push_chunks(d, h->kind == H_BYTES_INDEF ? H_BYTES : H_TEXT);
+        break;
+    case H_ARRAY:
+    case H_ARRAY_INDEF:
+    case H_MAP:
+    case H_MAP_INDEF:
+        if (depth >= CBOR_DEPTH)
+            dec_fail(d, at, lua_pushfstring(d->L, "nested deeper than %d", CBOR_DEPTH));
+        if (h->kind == H_ARRAY || h->kind == H_ARRAY_INDEF)
+            push_array(d, h, depth + 1);
+        else
+            push_map(d, h, depth + 1);
+        break;
+    case H_FLOAT:
+        lua_pushnumber(d->L, h->d);
+        break;
+    case H_BOOL:
+        lua_pushboolean(d->L, (int)h->n);
+        break;
+    case H_NIL:
+        lua_pushnil(d->L);
+        break;
+    default: /* a break; tags never get here */
+        dec_fail(d, at, "unexpected break");
+    }
+}
+
+/* One data item, pushed. A tag is read and dropped: the value is the tagged item's (§3.4),
+ * and a chain of tags costs neither stack nor memory. */
+static void
+item(struct dec *d, int depth)
+{
+    struct head h;
+    size_t at;
+
+    do {
+        at = d->pos;
+        head_next(d, &h);
+    } while (h.kind == H_TAG);
+    push_value(d, &h, at, depth);
+}
+
+/* Run in a protected call: data errors raise a message, a memory error LUA_ERRMEM. */
 static int
 decode_protected(lua_State *L)
 {
-    decode(L, lua_touserdata(L, 1), 0);
+    struct dec *d = lua_touserdata(L, 1);
+
+    /* a table and a key per level, the value, a string buffer */
+    if (!lua_checkstack(L, 2 * CBOR_DEPTH + 8))
+        dec_fail(d, 0, "not enough memory (lua.memory)");
+    item(d, 0);
+    if (d->pos != d->len)
+        dec_fail(d, d->pos, "trailing bytes after the item");
     return 1;
+}
+
+static int
+format_protected(lua_State *L)
+{
+    lua_pushfstring(L, (const char *)lua_touserdata(L, 1), lua_tointeger(L, 2));
+    return 1;
+}
+
+/* Returns nil and fmt formatted with n (its one %I), made where a memory error is caught:
+ * short even of that memory, Lua's own "not enough memory" stands in. */
+static int
+fail_with(lua_State *L, const char *fmt, lua_Integer n)
+{
+    lua_pushnil(L);
+    lua_pushcfunction(L, format_protected);
+    lua_pushlightuserdata(L, (void *)fmt);
+    lua_pushinteger(L, n);
+    lua_pcall(L, 2, 1, 0);
+    return 2;
+}
+
+/* Returns nil and the message on top of the stack. */
+static int
+fail_message(lua_State *L)
+{
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
 }
 
 int
 lcbor_decode(lua_State *L)
 {
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
-    struct cbor_load_result res;
-    cbor_item_t *item = cbor_load((cbor_data)s, len, &res);
+    struct dec d = {.L = L};
     int rc;
 
-    if (item == NULL || res.error.code != CBOR_ERR_NONE || res.read != len) {
-        if (item)
-            cbor_decref(&item);
-        lua_pushnil(L);
-        lua_pushfstring(L, "not one well-formed CBOR item (at byte %d)", (int)res.error.position);
-        return 2;
-    }
+    d.s = (cbor_data)luaL_checklstring(L, 1, &d.len); /* misuse raises; data never does */
+    lua_settop(L, 1);
     lua_pushcfunction(L, decode_protected);
-    lua_pushlightuserdata(L, item);
+    lua_pushlightuserdata(L, &d);
     rc = lua_pcall(L, 1, 1, 0);
-    cbor_decref(&item);
-    if (rc != LUA_OK)
-        return lua_error(L);
+    if (rc == LUA_OK)
+        return 1;
+    if (rc == LUA_ERRMEM)
+        return fail_with(L, "CBOR: not enough memory (lua.memory) at byte %I", (lua_Integer)d.pos);
+    return fail_message(L);
+}
+
+/* ---- JSON: lua-cjson (Debian lua-cjson 2.1), linked in --------------------------------- */
+
+int luaopen_cjson(lua_State *L);
+
+/*
+ * The most lua-cjson's decode of s can allocate (Lua 5.4, 64-bit), from a scan of its tokens:
+ * a table per '[' or '{'; an element per ',' and per table (for its first), a hash node of 24
+ * bytes, three at the peak of a doubling (an array slot takes less); a string per '"' pair, its
+ * header and terminator, its text bounded by the input. The Lua stack is left out: lua-cjson
+ * grows it with lua_checkstack, which fails as a plain error.
+ */
+#define JSON_TABLE 56
+#define JSON_ELEMENT 72
+#define JSON_STRING 25
+#define JSON_SLACK 4096
+
+static size_t
+json_need(const char *s, size_t len)
+{
+    size_t tables = 0, elements = 1, strings = 0;
+    int in_string = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        if (in_string) {
+            if (s[i] == '\\')
+                i++;
+            else if (s[i] == '"')
+                in_string = 0;
+        } else if (s[i] == '"') {
+            in_string = 1;
+            strings++;
+        } else if (s[i] == '[' || s[i] == '{') {
+            tables++;
+            elements++;
+        } else if (s[i] == ',') {
+            elements++;
+        }
+    }
+    return tables * JSON_TABLE + elements * JSON_ELEMENT + strings * JSON_STRING + len + JSON_SLACK;
+}
+
+/* Whether the state can allocate n more bytes now: asked of its allocator (the block goes
+ * straight back), after a full collection if the first answer is no, as Lua itself does. */
+static int
+headroom(lua_State *L, size_t n)
+{
+    void *ud;
+    lua_Alloc alloc = lua_getallocf(L, &ud);
+    void *p = alloc(ud, NULL, LUA_TUSERDATA, n);
+
+    if (p == NULL) {
+        lua_gc(L, LUA_GCCOLLECT);
+        p = alloc(ud, NULL, LUA_TUSERDATA, n);
+    }
+    if (p != NULL)
+        alloc(ud, p, n, 0);
+    return p != NULL;
+}
+
+/*
+ * decode(s) -> value, or nil and lua-cjson's message. lua-cjson mallocs a buffer the size of
+ * s and frees it on every path but a memory error, which would leak it: so decoding starts
+ * only when the state has room for the most the input can make (json_need).
+ */
+static int
+json_decode(lua_State *L)
+{
+    static const char no_memory[] = "JSON: not enough memory (lua.memory) to decode %I bytes";
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len); /* misuse raises; data never does */
+    int rc;
+
+    lua_settop(L, 1);
+    if (len >= INT_MAX) /* its buffer is sized with an int */
+        return fail_with(L, "JSON: longer than %I bytes", INT_MAX - 1);
+    if (!headroom(L, json_need(s, len)))
+        return fail_with(L, no_memory, (lua_Integer)len);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    rc = lua_pcall(L, 1, 1, 0);
+    if (rc == LUA_OK)
+        return 1;
+    return rc == LUA_ERRMEM ? fail_with(L, no_memory, (lua_Integer)len) : fail_message(L);
+}
+
+/* decode_max_depth(n) may lower the depth, not raise it past JSON_DEPTH: lua-cjson recurses
+ * on the C stack per level. */
+static int
+json_depth(lua_State *L)
+{
+    if (!lua_isnoneornil(L, 1) && luaL_checkinteger(L, 1) > JSON_DEPTH)
+        return luaL_error(L, "moonlet.json: decode_max_depth is at most %d", JSON_DEPTH);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* t[name] = f with the old t[name] as its upvalue; t on top */
+static void
+wrap(lua_State *L, const char *name, lua_CFunction f)
+{
+    lua_getfield(L, -1, name);
+    lua_pushcclosure(L, f, 1);
+    lua_setfield(L, -2, name);
+}
+
+/* A lua-cjson instance whose decode returns nil, err, nests at most JSON_DEPTH deep and
+ * allocates within lua.memory; new() makes another such one. */
+static int
+json_open(lua_State *L)
+{
+    luaopen_cjson(L);
+    wrap(L, "decode", json_decode);
+    wrap(L, "decode_max_depth", json_depth);
+    lua_getfield(L, -1, "decode_max_depth");
+    lua_pushinteger(L, JSON_DEPTH);
+    lua_call(L, 1, 0);
+    lua_pushcfunction(L, json_open);
+    lua_setfield(L, -2, "new");
     return 1;
 }
 
-/* lua-cjson (Debian lua-cjson), linked in: the module table becomes moonlet.json. */
-int luaopen_cjson(lua_State *L);
-
+/* The instance is package.loaded.cjson too: require "cjson" gets the same bounded table. */
 int
 ljson_open(lua_State *L)
 {
-    luaL_requiref(L, "cjson", luaopen_cjson, 0);
+    luaL_requiref(L, "cjson", json_open, 0);
     return 1;
 }

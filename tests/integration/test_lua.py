@@ -1619,6 +1619,240 @@ def t_misc_conf():
 
 
 # =============================================================================================
+# decoding untrusted payloads (decode.lua; lua/README.md "JSON and CBOR"): nil, err for bad
+# data, within lua.memory, at most 32 levels deep, in time proportional to the input
+# =============================================================================================
+
+def lua_desc(v):
+    """The text decode.lua's describe() gives for the Lua value v decodes to."""
+    if v is None or isinstance(v, bool):
+        return {None: "nil", True: "true", False: "false"}[v]
+    if isinstance(v, int):
+        return "i%d" % v
+    if isinstance(v, float):
+        return "fnan" if v != v else "f%.17g" % v
+    if isinstance(v, (bytes, str)):
+        return "x" + (v.encode() if isinstance(v, str) else v).hex()
+    if isinstance(v, list):
+        v = {i: x for i, x in enumerate(v, 1)}
+    return "{" + ",".join(sorted("%s=%s" % (lua_desc(k), lua_desc(x))
+                                 for k, x in v.items())) + "}"
+
+
+def decoded(c, fmt, payload, short=False, timeout=5.0):
+    """POST the payload to /d/cbor or /d/json (Block1 when it is large): the answer's text."""
+    q = ["short"] if short else []
+    if len(payload) > 1024:
+        m = upload(c, POST, "d/" + fmt, payload, query=q, mcode=CONTENT)
+    else:
+        m = post(c, "d/" + fmt, payload, query=q, mcode=CONTENT, timeout=timeout)
+    return m.payload.decode("utf-8", "replace")
+
+
+def decode_err(c, fmt, payload, *needles, **kw):
+    got = decoded(c, fmt, payload, **kw)
+    check(got.startswith("err ") and all(n in got for n in needles),
+          "%s %s: want an error with %r, got %r" % (fmt, hx(payload[:40]), needles, got))
+    return got
+
+
+def peak_rss_kb(s):
+    with open("/proc/%d/status" % s.pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM for pid %d" % s.pid)
+
+
+CBOR_FORGED = [  # (payload, byte the error names): counts and lengths the input cannot hold
+    ("9a 10 00 00 00", 5),                              # array of 2^28
+    ("9b 00 00 00 00 10 00 00 00", 9),                  # array of 2^28, 8-byte count
+    ("9b 00 00 00 01 00 00 00 00", 9),                  # array of 2^32
+    ("9b ff ff ff ff ff ff ff ff", 9),                  # array of 2^64-1
+    ("bb 00 00 00 01 00 00 00 00", 9),                  # map of 2^32 pairs
+    ("9a 10 00 00 00 a0 a0 a0", 8),                     # array of 2^28 with three elements
+    ("5b 00 00 00 01 00 00 00 00", 0),                  # byte string of 2^32
+    ("7a 10 00 00 00 61", 0),                           # text string of 2^28
+    ("9a 7f ff ff ff" * 30 + "00", 151),                # nested forged counts
+]
+
+
+@test("CBOR forged counts: arrays/maps of 2^28..2^64-1 elements and strings of 2^28/2^32 "
+      "bytes declared in a few bytes -> nil, err naming the byte, each answered within 0.5 s; "
+      "the server's RSS (and its peak) grows by less than 4 MiB")
+def t_decode_forged_counts():
+    with lua_server("decode.lua") as s, s.client() as c:
+        decoded(c, "cbor", bytes.fromhex("a0"))
+        rss0, hwm0 = s.rss_kb(), peak_rss_kb(s)
+        for h, at in CBOR_FORGED:
+            t0 = time.monotonic()
+            decode_err(c, "cbor", bytes.fromhex(h), "at byte %d" % at, timeout=2.0)
+            dt = time.monotonic() - t0
+            check(dt < 0.5, "%s...: answered after %.2f s" % (h[:26], dt))
+        grew, peak = s.rss_kb() - rss0, peak_rss_kb(s) - hwm0
+        check(grew < 4096 and peak < 4096, "RSS grew by %d KiB, its peak by %d KiB" % (
+            grew, peak))
+
+
+def cbor_uint(v, major=0):
+    """A CBOR head of major type major with argument v (RFC 8949 §3)."""
+    for n, ai in ((23, None), (0xFF, 24), (0xFFFF, 25), (0xFFFFFFFF, 26)):
+        if v <= n:
+            return bytes([major << 5 | (v if ai is None else ai)]) + \
+                (v.to_bytes({24: 1, 25: 2, 26: 4}[ai], "big") if ai else b"")
+    return bytes([major << 5 | 27]) + v.to_bytes(8, "big")
+
+
+@test("hash flooding: a CBOR map of 20,000 integer keys that share one Lua hash chain "
+      "(multiples of 32767) -> nil, err at once (more than 256 large number keys in a map), "
+      "not a quadratic stall; 20,000 small integer keys and 256 large ones still decode")
+def t_decode_hash_flood():
+    with lua_server("decode.lua") as s, s.client() as c:
+        n = 20000
+        flood = cbor_uint(n, 5) + b"".join(cbor_uint(32767 * (i + 3)) + b"\xf6"
+                                          for i in range(n))
+        t0 = time.monotonic()
+        decode_err(c, "cbor", flood, "more than 256 keys", timeout=5.0)
+        dt = time.monotonic() - t0
+        check(dt < 0.5, "colliding keys refused after %.2f s" % dt)
+        small = cbor_uint(n, 5) + b"".join(cbor_uint(i) + b"\x01" for i in range(n))
+        t0 = time.monotonic()
+        got = decoded(c, "cbor", small, short=True)
+        eq(got, "ok table %d" % n, "20,000 small integer keys")
+        check(time.monotonic() - t0 < 1.0, "small keys decoded in %.2f s" % (
+            time.monotonic() - t0))
+        wide = cbor_uint(256, 5) + b"".join(cbor_uint(32767 * (i + 3)) + b"\x01"
+                                           for i in range(256))
+        eq(decoded(c, "cbor", wide, short=True), "ok table 256", "256 large keys")
+        note("20,000 colliding keys refused in %.3f s" % dt)
+
+
+@test("nesting: CBOR arrays/maps 32 deep decode, 33 or 1000 deep (definite or indefinite) -> "
+      "nil, err 'nested deeper than 32'; JSON the same at 32 / 33 / 1000; tags do not count")
+def t_decode_depth():
+    with lua_server("decode.lua") as s, s.client() as c:
+        eq(decoded(c, "cbor", bytes.fromhex("81" * 31 + "a1 01 00")),
+           "ok " + "{i1=" * 31 + "{i1=i0}" + "}" * 31, "32 levels")
+        eq(decoded(c, "cbor", bytes.fromhex("c6" * 100 + "81" * 32 + "00"), short=True),
+           "ok table 1", "32 levels under 100 tags")
+        for h in ("81" * 33 + "00", "81" * 1000 + "00", "9f" * 1000, "a1 01" * 1000 + "00",
+                  "c6 81" * 1000 + "00"):
+            decode_err(c, "cbor", bytes.fromhex(h), "nested deeper than 32")
+        eq(decoded(c, "json", b"[" * 32 + b"]" * 32), "ok " + "{i1=" * 31 + "{}" + "}" * 31,
+           "JSON 32 levels")
+        eq(decoded(c, "json", b'{"a":' * 31 + b"[1]" + b"}" * 31),
+           "ok " + "{x61=" * 31 + "{i1=f1}" + "}" * 31, "JSON 32 levels with a value")
+        for j in (b"[" * 33 + b"]" * 33, b"[" * 1000 + b"]" * 1000, b'{"a":' * 1000):
+            decode_err(c, "json", j, "nested")
+
+
+@test("a payload that decodes to more than lua.memory (1 MiB): ~200 KB CBOR arrays of empty "
+      "maps (definite and indefinite), JSON [{},...] -> nil, err 'not enough memory'; the next "
+      "request on the same script decodes; nothing answered 5.00")
+def t_decode_memory():
+    n = 200000
+    big = [bytes.fromhex("9a") + n.to_bytes(4, "big") + b"\xa0" * n,
+           b"\x9f" + b"\xa0" * n + b"\xff"]
+    with lua_server("decode.lua", sets=["lua.memory=1048576"]) as s, s.client() as c:
+        for p in big:
+            decode_err(c, "cbor", p, "not enough memory")
+            eq(decoded(c, "cbor", bytes.fromhex("82 a0 01")), "ok {i1={},i2=i1}", "next one")
+        decode_err(c, "json", b"[" + b"{}," * (n // 3) + b"{}]", "not enough memory")
+        eq(decoded(c, "json", b'[{}, "a"]'), "ok {i1={},i2=x61}", "next JSON")
+        few = bytes.fromhex("9a") + (1000).to_bytes(4, "big") + b"\xa0" * 1000
+        eq(decoded(c, "cbor", few, short=True), "ok table 1000", "1000 empty maps fit")
+        check(s.alive(), "server died")
+
+
+CBOR_VALID = [  # (hex, the value it decodes to, as Python)
+    ("00", 0), ("17", 23), ("18 18", 24), ("19 01 00", 256), ("1a 00 01 00 00", 65536),
+    ("1b 7f ff ff ff ff ff ff ff", 2 ** 63 - 1),
+    ("20", -1), ("38 63", -100), ("3b 7f ff ff ff ff ff ff ff", -2 ** 63),
+    # beyond Lua's integers: a float, as an overflowing numeral is in Lua
+    ("1b ff ff ff ff ff ff ff ff", float(2 ** 64 - 1)),
+    ("3b 80 00 00 00 00 00 00 00", -1.0 - 2.0 ** 63),
+    ("3b ff ff ff ff ff ff ff ff", -1.0 - float(2 ** 64 - 1)),
+    ("40", b""), ("43 00 01 ff", b"\x00\x01\xff"), ("5f 42 01 02 40 41 03 ff", b"\x01\x02\x03"),
+    ("5f ff", b""), ("60", ""), ("63 61 62 63", "abc"), ("7f 62 61 62 61 63 ff", "abc"),
+    ("80", {}), ("83 01 02 03", [1, 2, 3]), ("9f 01 82 02 03 ff", [1, [2, 3]]), ("9f ff", {}),
+    ("a0", {}), ("a2 61 61 01 61 62 82 01 02", {"a": 1, "b": [1, 2]}),
+    ("bf 61 61 01 61 62 9f f5 ff ff", {"a": 1, "b": [True]}),
+    ("c1 1a 51 4b 67 b0", 1363896240), ("d8 20 63 61 62 63", "abc"),
+    ("d2 84 40 a0 40 40", [b"", {}, b"", b""]),     # tag 18 (COSE_Sign1) in the initial byte
+    ("d9 d9 f7 a1 01 02", {1: 2}), ("db ff ff ff ff ff ff ff ff 01", 1),
+    ("f4", False), ("f5", True), ("f6", None), ("f7", None), ("82 f6 01", {2: 1}),
+    ("f9 3c 00", 1.0), ("f9 c4 00", -4.0), ("f9 00 01", 5.960464477539063e-08),
+    ("f9 7c 00", float("inf")), ("f9 7e 00", float("nan")), ("fa 47 c3 50 00", 100000.0),
+    ("fb 3f f1 99 99 99 99 99 9a", 1.1), ("fb 7f f0 00 00 00 00 00 00", float("inf")),
+    # keys: null/undefined and NaN are skipped with their value; 1.0 is the integer key 1
+    ("a3 f6 01 f7 02 61 61 03", {"a": 3}), ("a2 f9 7e 00 01 02 03", {2: 3}),
+    ("a1 f9 3c 00 61 61", {1: "a"}), ("a1 02 f6", {}),
+]
+
+
+@test("CBOR: every major type decodes as before (integers, byte/text strings definite and "
+      "indefinite, arrays, maps, tags -> the tagged value, half/single/double floats, "
+      "true/false, null/undefined -> nil); uint64 above 2^63-1 and negint below -2^63 -> float")
+def t_decode_cbor_valid():
+    with lua_server("decode.lua") as s, s.client() as c:
+        bad = []
+        for h, v in CBOR_VALID:
+            got, want = decoded(c, "cbor", bytes.fromhex(h)), "ok " + lua_desc(v)
+            if got != want:
+                bad.append("%s: got %r, want %r" % (h, got, want))
+        check(not bad, "\n".join(bad))
+
+
+CBOR_MALFORMED = [  # (hex, what the error says)
+    ("", "unexpected end of input at byte 0"),
+    ("01 02", "trailing bytes after the item at byte 1"),
+    ("1c", "malformed item at byte 0"), ("ff", "unexpected break at byte 0"),
+    ("81 ff", "unexpected break at byte 1"), ("9f 01", "unexpected end of input at byte 2"),
+    ("5f 61 61 ff", "not a chunk of the indefinite-length string at byte 1"),
+    ("5f 5f ff ff", "not a chunk of the indefinite-length string at byte 1"),
+    ("7f c1 61 61 ff", "not a chunk of the indefinite-length string at byte 1"),
+    ("f8 20", "malformed item at byte 0"), ("e0", "malformed item at byte 0"),
+    ("a1 01", "unexpected end of input at byte 2"), ("bf 01 ff", "unexpected break at byte 2"),
+    ("c1 ff", "unexpected break at byte 1"), ("19 01", "truncated item at byte 0"),
+    ("fb 00 00", "truncated item at byte 0"), ("82 01 5a 00 00 01 00", "truncated item at byte 2"),
+]
+
+
+@test("CBOR malformed (empty, trailing bytes, reserved values, stray breaks, bad chunks, "
+      "truncated heads) -> nil, err saying what and at which byte")
+def t_decode_cbor_malformed():
+    with lua_server("decode.lua") as s, s.client() as c:
+        bad = []
+        for h, what in CBOR_MALFORMED:
+            got = decoded(c, "cbor", bytes.fromhex(h))
+            if got != "err CBOR: " + what:
+                bad.append("%r: got %r, want %r" % (h, got, "err CBOR: " + what))
+        check(not bad, "\n".join(bad))
+
+
+@test("JSON: values decode as before (numbers are floats, null is json.null); malformed, "
+      "truncated, trailing, UTF-16 -> nil, err with lua-cjson's message")
+def t_decode_json():
+    with lua_server("decode.lua") as s, s.client() as c:
+        eq(decoded(c, "json", b'{"a": [1, 2.5, "x"], "b": null, "c": true, "d": {}}'),
+           "ok {x61={i1=f1,i2=f2.5,i3=x78},x62=null,x63=true,x64={}}", "a document")
+        eq(decoded(c, "json", b'"\\u00e9\\n"'), "ok " + lua_desc("\u00e9\n"), "escapes")
+        for j, needle in ((b"", "Expected value"), (b"[1, 2", "Expected comma or array end"),
+                          (b'{"a" 1}', "Expected colon"), (b"[1] x", "Expected the end"),
+                          (b"\x00[\x00]", "UTF-16"), (b'"abc', "string"), (b"tru", "invalid")):
+            decode_err(c, "json", j, needle)
+
+
+@test("misuse still raises (cbor.decode({}), json.decode({}), json.decode_max_depth(33)); "
+      "data never does (cbor.decode('\\255'), json.new().decode('[')); require 'cjson' is "
+      "moonlet.json")
+def t_decode_misuse():
+    with lua_server("decode.lua") as s, s.client() as c:
+        eq(get(c, "d/misuse", mcode=CONTENT).payload,
+           b"raised raised returned returned raised returned same", "raises / returns")
+
+
+# =============================================================================================
 # block-wise transfer through Lua handlers (lua/README.md: "the core does every protocol
 # detail behind it ... block-wise transfer")
 # =============================================================================================
