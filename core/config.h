@@ -36,6 +36,14 @@ struct config {
 /* Parse and check FILE. NULL if anything is wrong; each problem was logged (log_error)
  * as FILE:LINE: message. */
 struct config *config_load(const char *file);
+/* The same for a configuration already in memory (text, NUL-terminated), reported and
+ * with relative paths resolved as if it had been read from FILE. */
+struct config *config_parse(const char *file, const char *text);
+/* lua.memory and lua.instructions (KEY), given as text: checked where the file is read
+ * (so -t sees them) and where the Lua runtime applies them (-s lua.KEY). 0 with the value
+ * in *out, or -1 with "lua.KEY=VALUE: what it must be" in err. */
+int config_lua_limit(const char *key, const char *value, unsigned long long *out, char *err,
+                     size_t errlen);
 void config_free(struct config *c);
 
 #endif

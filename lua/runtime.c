@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "exchange.h"
 #include "log.h"
 #include "observe.h"
@@ -448,8 +449,9 @@ settings(struct lua_rt *rt, const struct conf_item *conf, char *err, size_t errl
 {
     static const char *known[] = {"memory", "instructions", "errors", "sandbox", "paths"};
     struct lua_rt n = {.memory = 64u << 20, .instructions = 10000000, .sandbox = 1};
+    unsigned long long m;
     const char *v;
-    char *end;
+    char why[200];
 
     for (const struct conf_item *c = conf; c; c = c->next) {
         size_t i;
@@ -464,22 +466,14 @@ settings(struct lua_rt *rt, const struct conf_item *conf, char *err, size_t errl
         }
     }
     if ((v = conf_get(conf, "memory")) != NULL) {
-        unsigned long long m = strtoull(v, &end, 10);
-
-        if (*v == '\0' || *end || m < 65536) {
-            snprintf(err, errlen, "-s lua.memory=%s: bytes, at least 65536", v);
-            return -1;
-        }
+        if (config_lua_limit("memory", v, &m, why, sizeof why) < 0)
+            goto bad;
         n.memory = (size_t)m;
     }
     if ((v = conf_get(conf, "instructions")) != NULL) {
-        long m = strtol(v, &end, 10);
-
-        if (*v == '\0' || *end || m < 0 || m > 2000000000) {
-            snprintf(err, errlen, "-s lua.instructions=%s: a count 0..2000000000 (0: none)", v);
-            return -1;
-        }
-        n.instructions = m;
+        if (config_lua_limit("instructions", v, &m, why, sizeof why) < 0)
+            goto bad;
+        n.instructions = (long)m;
     }
     if ((v = conf_get(conf, "errors")) != NULL) {
         if (strcmp(v, "short") && strcmp(v, "full")) {
@@ -506,6 +500,9 @@ settings(struct lua_rt *rt, const struct conf_item *conf, char *err, size_t errl
     free(rt->paths);
     rt->paths = n.paths;
     return 0;
+bad:
+    snprintf(err, errlen, "-s %s", why);
+    return -1;
 }
 
 static struct lua_rt *
