@@ -192,7 +192,7 @@ udp_open(struct server *srv, const char *addr, unsigned port, char *err, size_t 
     struct endpoint *ep = NULL;
     struct peer local;
     char pb[64], name[80];
-    int fd = -1, on = 1, off = 0, rc;
+    int fd = -1, off = 0, rc;
 
     snprintf(name, sizeof name, strchr(addr, ':') ? "udp://[%s]:%u" : "udp://%s:%u", addr,
              port);
@@ -205,7 +205,10 @@ udp_open(struct server *srv, const char *addr, unsigned port, char *err, size_t 
         goto fail;
     if (ai->ai_family == AF_INET6)  /* dual stack on "::" (RFC 4291 v4-mapped peers) */
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    /* No SO_REUSEADDR: Linux lets a UDP bind share a port only when both sockets set it,
+     * so this bind fails if anyone holds the port, with or without it, and nobody can
+     * share it later (the last socket bound would take our unicast datagrams). The group
+     * sockets need it for a moment: see udp_join. */
     memcpy(&local.u, ai->ai_addr, ai->ai_addrlen);
     local.len = ai->ai_addrlen;
     if (ai->ai_family == AF_INET6)
@@ -237,7 +240,10 @@ udp_open(struct server *srv, const char *addr, unsigned port, char *err, size_t 
     freeaddrinfo(ai);
     return ep;
 fail:
-    snprintf(err, errlen, "%s: %s", name, strerror(errno));
+    if (errno == EADDRINUSE) /* from bind: say who, as the README promises */
+        snprintf(err, errlen, "%s: address in use (another socket holds the port)", name);
+    else
+        snprintf(err, errlen, "%s: %s", name, strerror(errno));
     if (ep)
         free(ep->impl);
     free(ep);
@@ -338,16 +344,13 @@ fail:
     return -1;
 }
 
-int
-udp_join(struct endpoint *ep, const char *ifname, char *err, size_t errlen)
+/* The group sockets of one interface: ff02::fd and ff05::fd, and 224.0.1.187 when the
+ * endpoint is dual stack; an IPv4 endpoint joins 224.0.1.187 only. */
+static int
+join(struct endpoint *ep, unsigned ifindex, char *err, size_t errlen)
 {
-    unsigned ifindex = if_nametoindex(ifname);
     struct peer local;
 
-    if (ifindex == 0) {
-        snprintf(err, errlen, "-g %s: no such network interface", ifname);
-        return -1;
-    }
     local.len = sizeof local.u;
     getsockname(ep->fd, &local.u.sa, &local.len);
     if (local.u.sa.sa_family == AF_INET6) {
@@ -364,6 +367,27 @@ udp_join(struct endpoint *ep, const char *ifname, char *err, size_t errlen)
     }
     return mc_open(ep, AF_INET, "224.0.1.187", ifindex, ntohs(local.u.in.sin_port), err,
                    errlen);
+}
+
+int
+udp_join(struct endpoint *ep, const char *ifname, char *err, size_t errlen)
+{
+    unsigned ifindex = if_nametoindex(ifname);
+    int on = 1, off = 0, rc;
+
+    if (ifindex == 0) {
+        snprintf(err, errlen, "-g %s: no such network interface", ifname);
+        return -1;
+    }
+    /* A group socket binds our port on the group address with SO_REUSEADDR, which Linux
+     * refuses while a socket on the wildcard address ("::", "0.0.0.0") lacks it, as our
+     * unicast socket does (udp_open). Linux checks the existing socket's flag at the time
+     * of the new bind, so set it for the binds only: afterwards a stranger binding the
+     * port meets a socket without it again and is refused. */
+    setsockopt(ep->fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    rc = join(ep, ifindex, err, errlen);
+    setsockopt(ep->fd, SOL_SOCKET, SO_REUSEADDR, &off, sizeof off);
+    return rc;
 }
 
 int

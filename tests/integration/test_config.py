@@ -76,6 +76,48 @@ def get(c, path, mid):
     return expect_msg(c.exchange(d), d, ACK, None, mid, b"c")
 
 
+class LibcoapServer:
+    """libcoap's coap-server-notls on ADDR:PORT (it binds with SO_REUSEADDR), answering
+    before this returns; stopped by its PID."""
+
+    def __init__(self, addr, port):
+        self.proc = subprocess.Popen(["coap-server-notls", "-A", addr, "-p", str(port)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        with Client(port, addr) as c:
+            for mid in range(50):
+                c.send(request(CON, GET, mid, b"p", [".well-known", "core"]))
+                try:
+                    if c.recv(0.1) is not None:
+                        return
+                except AssertionError:      # ICMP unreachable: not bound yet
+                    time.sleep(0.1)
+        self.stop()
+        raise AssertionError("coap-server-notls -A %s -p %d did not answer" % (addr, port))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.stop()
+
+
+def address_in_use(rc, out, where):
+    errs = errors_of(out)
+    check(rc == 1 and len(errs) == 1 and where in errs[0] and
+          "address in use" in errs[0].lower(),
+          "expected exit 1 and one 'address in use' line naming %s, got %r %r" % (where, rc, out))
+
+
 @test("moonlet -t -c examples/moonlet.conf -> 'configuration OK', exit 0, nothing served")
 def t_check_example():
     rc, out = run_moonlet(["-t", "-c", EXAMPLE], plugins=[])
@@ -349,7 +391,7 @@ def t_sighup_port_taken():
             mark = hup(s, d, both)
             m = s.log.wait_for(r"listeners: (\d+) opened, (\d+) closed", 5.0, mark)
             eq(m and m.groups(), ("0", "0"), "listeners opened, closed")
-            check(s.log.wait_for(r"error: udp://\[::1\]:%d: Address already in use" % taken,
+            check(s.log.wait_for(r"error: udp://\[::1\]:%d: address in use" % taken,
                                  0.1, mark), "no error line for the taken port")
             eq(get(Client(s.port, "::1"), "/a", 20).payload, b"none", "the first listener")
             blocker.close()
@@ -357,6 +399,36 @@ def t_sighup_port_taken():
             m = s.log.wait_for(r"listeners: (\d+) opened, (\d+) closed", 5.0, mark)
             eq(m and m.groups(), ("1", "0"), "listeners opened, closed (retried)")
             eq(get(Client(taken, "::1"), "/a", 21).payload, b"none", "the retried listener")
+
+
+@test("start-up on a port libcoap's coap-server-notls holds (on ::1: moonlet on ::1 and on "
+      "::; on 127.0.0.1: moonlet on :: and on 127.0.0.1) -> exit 1, 'address in use'")
+def t_port_held_by_libcoap():
+    for held, ours in (("::1", "::1"), ("::1", "::"), ("127.0.0.1", "::"),
+                       ("127.0.0.1", "127.0.0.1")):
+        port = free_port(held)
+        with LibcoapServer(held, port):
+            rc, out = run_moonlet(["-a", ours, "-p", str(port)], plugins=[hello_so()])
+            address_in_use(rc, out, ("[%s]:%d" if ":" in ours else "%s:%d") % (ours, port))
+
+
+@test("SIGHUP adding a listener on a port coap-server-notls holds: one 'address in use' "
+      "error line, the rest of the reload stands, the first listener serves on")
+def t_sighup_port_libcoap():
+    with Dir() as d:
+        d.file("a.lua", SCRIPT % "a")
+        conf = 'listen = [ %s ];\nscripts = ( { path = "a.lua"; } );\n'
+        f = d.file("m.conf", conf % '"coap://[::1]:0"')
+        port = free_port("::1")
+        with Server(args=["-c", f], plugins=[], addr=None) as s, LibcoapServer("::1", port):
+            mark = hup(s, d, conf % ('"coap://[::1]:0", "coap://[::1]:%d"' % port))
+            m = s.log.wait_for(r"listeners: (\d+) opened, (\d+) closed", 5.0, mark)
+            eq(m and m.groups(), ("0", "0"), "listeners opened, closed")
+            errs = errors_of(s.log.lines[mark:])
+            check(len(errs) == 1 and "udp://[::1]:%d: address in use" % port in errs[0],
+                  "one error line for the held port: %r" % errs)
+            eq(get(Client(s.port, "::1"), "/a", 22).payload, b"none", "the first listener")
+
 
 if __name__ == "__main__":
     main()

@@ -976,6 +976,21 @@ def t_port_in_use():
         one_error(rc, lines, str(port), "::1")
 
 
+@test("start-up: a second moonlet on a running one's port (-a ::1, and -a :: dual stack) -> "
+      "exit 1, one line 'address in use' naming the address; the first one serves on")
+def t_port_second_moonlet():
+    with Server() as s:
+        for addr in ("::1", "::"):
+            rc, lines = run_moonlet(["-a", addr, "-p", str(s.port)])
+            one_error(rc, lines, "[%s]:%d" % (addr, s.port))
+            eq(rc, 1, "exit status")
+            check("address in use" in [x for x in lines if "error:" in x][0].lower(),
+                  "no 'address in use' in %r" % lines)
+        with s.client() as c:
+            d = request(CON, GET, 0x77, b"w", [".well-known", "core"])
+            expect_msg(c.exchange(d), d, ACK, CONTENT, 0x77, b"w")
+
+
 @test("start-up: nonexistent plugin -> error naming the path")
 def t_no_plugin():
     path = "/nonexistent/dir/nothing.so"
