@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "block.h"
+#include "crash.h"
 #include "dispatch.h"
 #include "log.h"
 #include "observe.h"
@@ -107,7 +108,10 @@ dispatch_call(struct server *srv, struct resource *r, unsigned slot, struct moon
     req->scratch_len = 0;
     req->scratch_cap = sizeof srv->scratch;
     r->unit->refs++;
+    /* a fatal signal in the handler names its unit, method and path (crash.c) */
+    struct crash_ctx cc = {r->unit->name, r->path, req->method}, *up = crash_enter(&cc);
     rc = r->unit->rt->call(r, r->h[slot], req, resp);
+    crash_leave(up);
     if (req->answered) {                /* the handler sent its pending itself */
         r->unit->refs--;
         return MOONLET_DEFERRED;

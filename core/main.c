@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "crash.h"
 #include "log.h"
 #include "plugin.h"
 #include "server.h"
@@ -418,6 +419,9 @@ main(int argc, char **argv)
 #ifdef MOONLET_LUA
     srv.loaders[0] = &lua_loader;
 #endif
+    /* from here on a crash (a plugin's, say) is logged with what ran (crash.c) */
+    if (crash_init() < 0)
+        log_warn("fatal signals will not be reported: %s", strerror(errno));
     if (server_init(&srv, ev_default_loop(EVFLAG_AUTO)) < 0) {
         log_error("cannot initialise the server (out of memory)");
         goto out;

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "crash.h"
 #include "exchange.h"
 #include "log.h"
 #include "observe.h"
@@ -356,11 +357,14 @@ static void
 timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct moonlet_timer *t = (struct moonlet_timer *)w;
+    struct crash_ctx cc = {t->p->unit.name, NULL, 0}, *up;
     int oneshot = w->repeat <= 0;
 
     (void)loop, (void)revents;
     t->firing = 1;
+    up = crash_enter(&cc); /* a fatal signal in the callback names the plugin (crash.c) */
     t->cb(t, t->ud);
+    crash_leave(up);
     t->firing = 0;
     if (oneshot && t->p)        /* p NULL: stopped from inside its callback */
         moonlet_timer_stop(t);

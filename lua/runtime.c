@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "crash.h"
 #include "exchange.h"
 #include "log.h"
 #include "observe.h"
@@ -219,12 +220,16 @@ static int
 coro_step(struct coro *co, int nargs, moonlet_resp *resp, int *clean)
 {
     struct script *sc = co->sc;
+    /* a fatal signal while the script runs names it: a resumption after a wait, a timer */
+    struct crash_ctx cc = {sc->path, co->res ? co->res->path : NULL, co->method}, *up;
     char err[200], label[300];
     int nres = 0, rc;
 
     co->state = CO_RUNNING;
     budget_arm(sc, co->L);
+    up = crash_enter(&cc);
     rc = lua_resume(co->L, sc->L, nargs, &nres);
+    crash_leave(up);
     if (rc == LUA_YIELD) {
         lua_pop(co->L, nres);
         if (co->state == CO_SLEEP || co->state == CO_WAIT) {

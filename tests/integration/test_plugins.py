@@ -4,13 +4,17 @@ running at unload. The test plugins are found beside t_basic.so. Run like test_c
 """
 
 import os
+import re
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from coaptest import (  # noqa: E402
-    ACK, CON, CONTENT, GET, Server, cfg, check, coap_client, eq, expect_msg, main, request,
-    run_moonlet, test)
+    ACK, CON, CONTENT, GET, READY_RE, Client, ProcLog, Server, cfg, check, coap_client, eq,
+    expect_msg, free_port, main, note, request, run_moonlet, test)
 
 
 def plugin(name):
@@ -98,6 +102,88 @@ def t_stream():
             fh.write(bytes(210000))
         rc, out, err = coap_client("-b", "1024", "-m", "put", "-f", f, url)
         check(err.startswith("4.13"), "over 200000 bytes: %r %r" % (out, err))
+
+
+# ---- the crash report (core/crash.c) -------------------------------------------------------
+
+class Doomed:
+    """A server expected to die: not a coaptest Server, whose runner would count its death and
+    a sanitizer's report (a SAN=1 build adds ASan's) as failures. Killed by PID if it lives."""
+
+    def __init__(self, files, args=()):
+        self.port = free_port()
+        self.argv = [cfg.moonlet, "-a", "::1", "-p", str(self.port)] + list(args) + files
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.log = ProcLog(self.proc)
+        if not self.log.wait_for(READY_RE.pattern, 5.0):
+            self.end(0)
+            raise AssertionError("no ready line:\n%s" % self.log.text())
+
+    def end(self, timeout=10.0):
+        """The exit status (None: still alive after timeout, then killed)."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            return None
+        finally:
+            self.log.t.join(2)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.end(0)
+
+
+def died_of(d, sig, *names):
+    """d ended by sig with one 'fatal:' line naming sig and each of names, then a backtrace.
+    A SAN=1 build chains to ASan's handler, which reports too and exits 1."""
+    rc, text = d.end(), d.log.text()
+    asan = "ERROR: AddressSanitizer" in text
+    check(rc == -sig or (asan and rc == 1), "exit status %r, expected -%s:\n%s" % (
+        rc, signal.Signals(sig).name, text[-3000:]))
+    fatal = [i for i, line in enumerate(d.log.lines) if " fatal: " in line]
+    eq(len(fatal), 1, "'fatal:' lines in\n%s\n" % text[-3000:])
+    line = d.log.lines[fatal[0]]
+    for n in (signal.Signals(sig).name,) + names:
+        check(n in line, "%r not in %r" % (n, line))
+    frames = d.log.lines[fatal[0] + 1:fatal[0] + 4]
+    check(frames and all(re.search(r"\[0x[0-9a-f]+\]$", f) for f in frames),
+          "no backtrace after %r: %r" % (line, frames))
+    note(line + (" (and ASan's report)" if asan else ""))
+
+
+@test("a plugin handler crashing (GET /crash/segv, /crash/abort, /crash/fpe, /crash/stack: a "
+      "NULL write, abort(), a division by zero, a stack overflow) -> the server dies of that "
+      "signal after one 'fatal:' line naming it, the plugin, GET and the path, then a backtrace")
+def t_crash_report():
+    for path, sig in (("/crash/segv", signal.SIGSEGV), ("/crash/abort", signal.SIGABRT),
+                      ("/crash/fpe", signal.SIGFPE), ("/crash/stack", signal.SIGSEGV)):
+        with Doomed([plugin("t_crash")]) as d, Client(d.port) as c:
+            c.send(request(CON, GET, 1, b"c", path))
+            died_of(d, sig, "t_crash", "GET " + path)
+
+
+@test("a signal from outside (kill -SEGV) while a Lua handler loops -> the line names the "
+      "script and GET /busy; while idle -> 'outside any handler'")
+def t_crash_lua():
+    with tempfile.TemporaryDirectory() as tmp:
+        script = os.path.join(tmp, "busy.lua")
+        with open(script, "w") as f:
+            f.write('local moonlet = require "moonlet"\n'
+                    'moonlet.resource{ path = "/busy", get = function()\n'
+                    '  while true do end end }\n')
+        with Doomed([script], ["-s", "lua.instructions=0"]) as d, Client(d.port) as c:
+            c.send(request(CON, GET, 1, b"b", "/busy"))
+            time.sleep(0.5)     # the empty ACK cannot come: the loop holds the server
+            os.kill(d.proc.pid, signal.SIGSEGV)
+            died_of(d, signal.SIGSEGV, script, "GET /busy")
+        with Doomed([script]) as d:
+            os.kill(d.proc.pid, signal.SIGSEGV)
+            died_of(d, signal.SIGSEGV, "outside any handler")
 
 
 if __name__ == "__main__":

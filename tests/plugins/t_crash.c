@@ -1,0 +1,82 @@
+/*
+ * t_crash.c -- test plugin for the crash report (core/crash.c, tests/integration/
+ * test_plugins.py): each GET ends the server with a fatal signal from inside a handler.
+ *
+ * /crash/segv   a write through a NULL pointer (SIGSEGV)
+ * /crash/abort  abort() (SIGABRT)
+ * /crash/fpe    an integer division by zero (SIGFPE on x86 and most others; raise()
+ *               where the division does not trap)
+ * /crash/stack  unbounded recursion (SIGSEGV on the guard page: the report needs its
+ *               alternate stack)
+ */
+#include <signal.h>
+#include <stdlib.h>
+
+#include "moonlet.h"
+
+static volatile int zero; /* volatile: the compiler must not see the crash coming */
+static volatile int stop;
+
+/* UBSan (SAN=1) would report the NULL store and exit before the fault: not the case here */
+__attribute__((no_sanitize("undefined"))) static int
+segv(moonlet_req *req, moonlet_resp *resp, void *ud)
+{
+    volatile int *volatile p = NULL;
+
+    (void)req, (void)resp, (void)ud;
+    *p = 1;
+    return MOONLET_OK;
+}
+
+static int
+do_abort(moonlet_req *req, moonlet_resp *resp, void *ud)
+{
+    (void)req, (void)resp, (void)ud;
+    abort();
+}
+
+/* the same for the division */
+__attribute__((no_sanitize("undefined"))) static int
+fpe(moonlet_req *req, moonlet_resp *resp, void *ud)
+{
+    volatile int one = 1, q = one / zero;
+
+    (void)req, (void)resp, (void)ud;
+    raise(SIGFPE);
+    return q;
+}
+
+static int
+deep(int n)
+{
+    volatile char frame[512];
+
+    frame[0] = (char)n;
+    return stop ? frame[0] : deep(n + 1) + frame[0];
+}
+
+static int
+stack(moonlet_req *req, moonlet_resp *resp, void *ud)
+{
+    (void)req, (void)resp, (void)ud;
+    return deep(0);
+}
+
+static int
+crash_init(moonlet_plugin *p, const moonlet_conf *conf)
+{
+    static const moonlet_resource_def defs[] = {
+        {.path = "/crash/segv", .get = segv},
+        {.path = "/crash/abort", .get = do_abort},
+        {.path = "/crash/fpe", .get = fpe},
+        {.path = "/crash/stack", .get = stack},
+    };
+
+    (void)conf;
+    for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
+        if (!moonlet_resource_add(p, &defs[i], NULL))
+            return MOONLET_EINVAL;
+    return MOONLET_OK;
+}
+
+MOONLET_PLUGIN("t_crash", "1", crash_init, NULL);
