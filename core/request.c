@@ -204,7 +204,9 @@ moonlet_resp_option(moonlet_resp *r, unsigned num, const void *val, size_t len)
         return len <= 2 ? moonlet_resp_ct(r, (int)msg_uint(val, len)) : MOONLET_EINVAL;
     if (r->nopt == RESP_MAX_OPTIONS)
         return MOONLET_ERANGE;
-    if (reserve(&r->obuf, &r->ocap, r->olen + len) < 0)
+    /* at least one byte: once an option exists, obuf is never NULL, so obuf + off is
+     * defined even when every value is empty (found by tests/fuzz/stateful_fuzz.c) */
+    if (reserve(&r->obuf, &r->ocap, r->olen + len + 1) < 0)
         return MOONLET_ENOMEM;
     if (len)
         memcpy(r->obuf + r->olen, val, len);
