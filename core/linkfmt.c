@@ -84,6 +84,7 @@ value_match(const char *have, size_t hlen, const struct linkfmt_filter *f)
 static int
 tokens_match(const char *s, const struct linkfmt_filter *f)
 {
+    s += strspn(s, " "); /* leading spaces do not make an empty first token */
     while (*s) {
         size_t n = strcspn(s, " ");
 

@@ -103,7 +103,7 @@ path_key(const char *path, uint8_t *key, size_t *keylen, char *err, size_t errle
                 snprintf(err, errlen, "character 0x%02x not allowed (percent-encode it)", c);
                 return -1;
             }
-            if (n == 255 || k + 1 >= KEY_MAX) {
+            if (n == 255 || k >= KEY_MAX) {
                 snprintf(err, errlen, "segment longer than 255 bytes");
                 return -1;
             }
