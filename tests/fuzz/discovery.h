@@ -7,18 +7,12 @@
 #ifndef DISCOVERY_H
 #define DISCOVERY_H
 
+#include "fuzz.h"
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "tree.h"
 
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "check failed: %s (%s:%d)\n", #c, __FILE__, __LINE__);                 \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 /* Enough for the harnesses' trees; a document with more is a harness error (CHECK). */
 #define LF_MAX_LINKS 64

@@ -3,82 +3,19 @@
  * Lua state capped like a script's: a value or nil and a message, never an error, and no leak
  * (lua-cjson leaks its buffer on a memory error: the wrapper must keep it from ever having one).
  */
-#include "../../lua/runtime.h"
-
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "check failed: %s (%s:%d)\n", #c, __FILE__, __LINE__);                 \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "luacap.h"
 
 #define CAP (8u << 20) /* lua.memory of the roomy run */
 #define MEMORY_ERROR "JSON: not enough memory"
-
-/* The state's allocator: the runtime's accounting (lua/runtime.c). */
-struct cap {
-    size_t used, limit;
-};
-
-static void *
-cap_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    struct cap *c = ud;
-    size_t old = ptr ? osize : 0;
-    void *p;
-
-    if (nsize == 0) {
-        free(ptr);
-        c->used -= old;
-        return NULL;
-    }
-    if (nsize > old && c->used - old + nsize > c->limit)
-        return NULL;
-    if ((p = realloc(ptr, nsize)) == NULL)
-        return NULL;
-    c->used = c->used - old + nsize;
-    return p;
-}
-
-/* What one decode gave: 1 a value (left on the stack), 0 an error (its message kept). */
-struct outcome {
-    int ok;
-    char err[128];
-};
-
-/* f(arg) in L, f at index fn: checks the contract (a value, or nil and a string; never an
- * error; nothing else left on the stack) and leaves the value, or nothing, on the stack. */
-static struct outcome
-call(lua_State *L, int fn, int arg)
-{
-    struct outcome o = {0, ""};
-    int top = lua_gettop(L), n;
-
-    lua_pushvalue(L, fn);
-    lua_pushvalue(L, arg);
-    CHECK(lua_pcall(L, 1, LUA_MULTRET, 0) == LUA_OK);
-    n = lua_gettop(L) - top;
-    CHECK(n == 1 || (n == 2 && lua_isnil(L, -2) && lua_type(L, -1) == LUA_TSTRING));
-    o.ok = n == 1;
-    if (!o.ok) {
-        snprintf(o.err, sizeof o.err, "%s", lua_tostring(L, -1));
-        lua_settop(L, top);
-    }
-    return o;
-}
 
 /* Decode under a cap of `room` bytes beyond what the state, the module and the input take;
  * a success encodes again. */
 static struct outcome
 decode(const uint8_t *data, size_t size, size_t room)
 {
-    struct cap c = {0, CAP};
+    struct cap c = {0, CAP, 0};
     lua_State *L = lua_newstate(cap_alloc, &c);
     struct outcome o;
 

@@ -4,6 +4,7 @@
  * stay inside the input, pass the option check consistently, and survive a write/parse
  * round trip. The input is also fed to msg_parse_body as a header-less body (RFC 8323).
  */
+#include "fuzz.h"
 #include "msg.h"
 #include "option.h"
 
@@ -12,13 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "check failed: %s (%s:%d)\n", #c, __FILE__, __LINE__);                 \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 /* Extension bytes of a delta or length nibble (§3.1). */
 static size_t

@@ -13,17 +13,9 @@
  * peers must equal what the sessions hold (session_audit); at the end ASan and LSan check
  * that the server freed everything.
  */
+#include "fuzz.h"
 #include "loopback.h"
 
-#define CHECK(c, ...)                                                                              \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "check failed: %s (%s:%d) ", #c, __FILE__, __LINE__);                 \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static const char *const paths[] = {"s", "b", "u", "o", "d", ".well-known/core", "nothere"};
 
@@ -42,12 +34,12 @@ check_all(struct lo *lo)
 {
     char why[256];
 
-    CHECK(session_audit(&lo->srv, why, sizeof why) == 0, "%s", why);
+    CHECKF(session_audit(&lo->srv, why, sizeof why) == 0, "%s", why);
     for (unsigned p = 0; p < 4; p++) {
         struct session *s = lo_session(lo, p);
 
-        CHECK(s == NULL || !s->verified, "spoofer %u verified", p);
-        CHECK(lo->tx[p] <= 3 * lo->rx[p], "spoofer %u: %llu bytes out for %llu in", p,
+        CHECKF(s == NULL || !s->verified, "spoofer %u verified", p);
+        CHECKF(lo->tx[p] <= 3 * lo->rx[p], "spoofer %u: %llu bytes out for %llu in", p,
               (unsigned long long)lo->tx[p], (unsigned long long)lo->rx[p]);
     }
 }

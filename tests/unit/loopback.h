@@ -1,7 +1,7 @@
 /*
  * loopback.h -- a whole server in-process, for the state machines' unit tests and the
  * stateful fuzz target: a transport that captures what the server sends instead of using a
- * socket, eight peers that feed it datagrams, a virtual clock (clock_gettime and
+ * socket, eight peers that feed it datagrams, a virtual clock (CLOCK_MONOTONIC and
  * gettimeofday are interposed while a test runs, so libev's timers fire when the test
  * advances time: deterministic and fast), and resources that drive every path:
  *
@@ -39,15 +39,16 @@
 static __thread int lo_virtual;         /* this thread reads the virtual clock */
 static int64_t lo_ns = 1000000000LL;    /* nanoseconds since an arbitrary start */
 
+/* libev reads CLOCK_MONOTONIC for its timers and gettimeofday for the wall clock; both
+ * are virtual while a test runs. CLOCK_REALTIME stays real: libFuzzer's timeout alarm reads
+ * it, on this very thread, in the middle of an input. */
 int
 clock_gettime(clockid_t id, struct timespec *ts)
 {
-    int64_t ns = lo_ns + (id == CLOCK_REALTIME ? 1700000000LL * 1000000000LL : 0);
-
-    if (!lo_virtual)
+    if (!lo_virtual || id != CLOCK_MONOTONIC)
         return (int)syscall(SYS_clock_gettime, id, ts);
-    ts->tv_sec = ns / 1000000000LL;
-    ts->tv_nsec = ns % 1000000000LL;
+    ts->tv_sec = lo_ns / 1000000000LL;
+    ts->tv_nsec = lo_ns % 1000000000LL;
     return 0;
 }
 
@@ -55,11 +56,15 @@ int
 gettimeofday(struct timeval *tv, void *tz)
 {
     struct timespec ts;
+    int64_t ns = lo_ns + 1700000000LL * 1000000000LL;
 
     (void)tz;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    tv->tv_sec = ts.tv_sec;
-    tv->tv_usec = ts.tv_nsec / 1000;
+    if (!lo_virtual) {
+        syscall(SYS_clock_gettime, CLOCK_REALTIME, &ts);
+        ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    }
+    tv->tv_sec = ns / 1000000000LL;
+    tv->tv_usec = ns % 1000000000LL / 1000;
     return 0;
 }
 
