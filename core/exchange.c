@@ -3,6 +3,9 @@
  * Input: type/code screening (§4.2, §4.3), deduplication (§4.5), piggybacked responses.
  * Output: separate responses (§5.2.2) as CONs, retransmitted with exponential back-off
  * (§4.2) one at a time per peer (NSTART = 1, §4.7); an RST or the last timeout ends them.
+ * Toward a peer not verified yet (RFC 9175 §2.4; session.h) what the 3x rule does not allow
+ * waits: an answer is held as it is behind a ping, a CON waits in the queue behind one;
+ * the ping's RST (or any ACK of ours) verifies the peer and releases them.
  */
 #include <stdlib.h>
 #include <string.h>
