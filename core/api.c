@@ -132,14 +132,17 @@ moonlet_req_option(const moonlet_req *req, unsigned num, unsigned n, size_t *len
 uint32_t
 moonlet_req_option_uint(const moonlet_req *req, unsigned num, uint32_t dflt)
 {
-    const struct option_def *def = option_get(num);
+    const struct option_def *def;
     size_t len;
     const uint8_t *v = moonlet_req_option(req, num, 0, &len);
 
+    if (v == NULL || len > 4)
+        return dflt;
     /* RFC 7252 §5.4.3: a registered option of a length outside its bounds is treated like
      * an unrecognised one -- an elective one is ignored, as if absent (Observe of 4 bytes
      * is a plain GET: MALFORMED V7) */
-    if (v == NULL || len > 4 || (def && (len < def->min || len > def->max)))
+    def = option_get(num);
+    if (def && (len < def->min || len > def->max))
         return dflt;
     return msg_uint(v, len);
 }

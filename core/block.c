@@ -299,8 +299,11 @@ block_response(struct server *srv, struct session *s, const struct block_ctx *c,
 {
     size_t size;
 
-    if (MSG_CLASS(resp->code) == 2 &&
-        (c->has_b2 || resp->plen > (16u << reply_szx(srv, c)))) {
+    /* blocks when asked for, or when larger than one; without a cap a block is block_size
+     * (a power of two), so most answers need no block arithmetic at all */
+    size_t one = c->capped ? 16u << reply_szx(srv, c) : srv->cfg.block_size;
+
+    if (MSG_CLASS(resp->code) == 2 && (c->has_b2 || resp->plen > one)) {
         unsigned szx = reply_szx(srv, c);
 
         size = 16u << szx;

@@ -413,7 +413,7 @@ ack_or_rst(struct endpoint *ep, const struct peer *from, const struct msg *m, si
 
     if (s == NULL)
         return;
-    session_heard(ep->srv, s, len);
+    session_heard(ev_now(ep->srv->loop), s, len);
     om = s->out_head;
     if (om && om->mid == m->mid)        /* §4.3: a ping is answered by RST: that is fine */
         out_done(om, m->type == MT_ACK || om->ping ? OBS_ACKED : OBS_REJECTED);
@@ -1025,9 +1025,12 @@ request(struct endpoint *ep, const struct peer *from, const struct msg *m, size_
             respond_stateless(ep, from, m, len);
         return;
     }
-    session_heard(srv, s, len);
-    if (!s->verified && verify_request_echo(srv, from, m))
-        session_verify(srv, s);             /* RFC 9175 §2.3: it got our Echo */
+    if (!s->verified) {                     /* session_get marked the time */
+        session_rx(s, len);
+        /* RFC 9175 §2.3: it got our Echo (options are sorted: none at or above 252, none) */
+        if (m->last_opt >= MOONLET_OPT_ECHO && verify_request_echo(srv, from, m))
+            session_verify(srv, s);
+    }
     d = dedup_find(srv, s, m->mid);
     if (d && (d->tkl != m->tkl || memcmp(d->token, m->token, m->tkl) != 0)) {
         /* §4.4: a sender must not reuse a MID within EXCHANGE_LIFETIME. One that does with

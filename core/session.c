@@ -266,7 +266,7 @@ session_verify(struct server *srv, struct session *s)
 }
 
 int
-session_credit(const struct server *srv, const struct session *s, size_t len)
+session_credit_slow(const struct server *srv, const struct session *s, size_t len)
 {
     /* RFC 9175 §2.4 item 3 with the QUIC bound (RFC 9000 §8.1): toward an address not
      * verified, at most three times the bytes received from it -- on the wire, so that
@@ -276,23 +276,20 @@ session_credit(const struct server *srv, const struct session *s, size_t len)
 }
 
 void
-session_heard(struct server *srv, struct session *s, size_t len)
+session_rx(struct session *s, size_t len)
 {
-    s->heard = ev_now(srv->loop);
-    if (!s->verified) {
-        uint64_t rx = (uint64_t)s->rx + len + s->hdr;
+    uint64_t rx = (uint64_t)s->rx + len + s->hdr;
 
-        s->rx = rx > UINT32_MAX ? UINT32_MAX : (uint32_t)rx;
-    }
+    s->rx = rx > UINT32_MAX ? UINT32_MAX : (uint32_t)rx;
 }
 
 int
-session_send(struct server *srv, struct session *s, const uint8_t *buf, size_t len)
+session_send_slow(struct server *srv, struct session *s, const uint8_t *buf, size_t len)
 {
     if (s->ep == NULL)
         return -1;
     if (!s->verified) {
-        if (!session_credit(srv, s, len)) {
+        if (!session_credit_slow(srv, s, len)) {
             srv->stats.amplification++;
             return -1;
         }

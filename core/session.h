@@ -116,13 +116,40 @@ void session_endpoint_gone(struct server *srv, struct endpoint *ep);
  * and it joins the verified pool -- unless that pool is full of busy sessions: it then
  * stays in the unverified one, evicted first when room is needed. */
 void session_verify(struct server *srv, struct session *s);
+/* The 3x rule for an unverified s (session.c): may it be sent a datagram of len bytes? */
+int session_credit_slow(const struct server *srv, const struct session *s, size_t len);
+/* Queue buf to an unverified s within the 3x rule (session.c). 0 or -1. */
+int session_send_slow(struct server *srv, struct session *s, const uint8_t *buf, size_t len);
+/* A datagram of len bytes came from an unverified s: more credit (session.c). */
+void session_rx(struct session *s, size_t len);
+
+/* May s be sent a datagram of len bytes now? Always, once verified: the fast path of every
+ * answer is this one test. */
+static inline int
+session_credit(const struct server *srv, const struct session *s, size_t len)
+{
+    return s->verified || session_credit_slow(srv, s, len);
+}
+
 /* Queue buf to the peer, within the 3x rule while it is unverified. 0, or -1 when that
  * rule (or the transport) refused it. */
-int session_send(struct server *srv, struct session *s, const uint8_t *buf, size_t len);
-/* May an unverified s be sent a datagram of len bytes now? (always 1 when verified) */
-int session_credit(const struct server *srv, const struct session *s, size_t len);
-/* A datagram of len bytes came from the peer of s: more credit while it is unverified. */
-void session_heard(struct server *srv, struct session *s, size_t len);
+static inline int
+session_send(struct server *srv, struct session *s, const uint8_t *buf, size_t len)
+{
+    if (!s->verified || s->ep == NULL)
+        return session_send_slow(srv, s, buf, len);
+    return s->ep->tp->send(s->ep, &s->peer, buf, len);
+}
+
+/* A datagram of len bytes came from the peer of s, now (for a request, session_get has
+ * marked the time already): liveness, and more credit while it is unverified. */
+static inline void
+session_heard(ev_tstamp now, struct session *s, size_t len)
+{
+    s->heard = now;
+    if (!s->verified)
+        session_rx(s, len);
+}
 /* s is about to hold lasting state (an observation, a deferred answer, an upload): if it is
  * unverified, start proving its address with a CoAP ping (RFC 7252 §4.3). */
 void session_probe(struct server *srv, struct session *s);
