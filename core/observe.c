@@ -572,17 +572,26 @@ observe_session_end(struct server *srv, struct session *s, unsigned code)
 {
     struct moonlet_resp *resp = &srv->obs.resp;
 
+    s->reserve = 0;             /* no ping will be repeated: the credit is the goodbye's */
     while (s->obs) {
         struct observer *o = s->obs;
         long n;
 
         if (o->live) {
             /* §4.2: a non-2.xx notification ends the observation. Sent as a NON: the
-             * socket closes right after, so nothing could retransmit a CON. */
+             * socket closes right after, so nothing could retransmit a CON. To an
+             * unverified peer the diagnostic (optional, §5.5.2) goes if the 3x rule
+             * would not let it */
             resp_reset(resp);
             resp_simple(resp, code, "listener closed");
-            n = resp_write(resp, srv->txbuf, sizeof srv->txbuf, MT_NON, s->next_mid++,
+            n = resp_write(resp, srv->txbuf, sizeof srv->txbuf, MT_NON, s->next_mid,
                            o->token, o->tkl);
+            if (n > 0 && !session_credit(srv, s, (size_t)n)) {
+                resp->plen = 0;
+                n = resp_write(resp, srv->txbuf, sizeof srv->txbuf, MT_NON, s->next_mid,
+                               o->token, o->tkl);
+            }
+            s->next_mid++;
             if (n > 0)
                 session_send(srv, s, srv->txbuf, (size_t)n);
         }

@@ -333,6 +333,30 @@ t_deaf_first_ping(void)
 }
 
 static void
+t_goodbye_unverified(void)
+{
+    struct lo *lo = lo_start(NULL);
+    struct lo_opt obs = {MOONLET_OPT_OBSERVE, "", 0};
+    const struct lo_dgram *d;
+    unsigned codes = 0;
+    size_t n = lo_request(req, sizeof req, MT_CON, MOONLET_GET, MID, "g", "o", &obs, 1, NULL,
+                          0);
+
+    /* an observer that has not answered its ping (deaf, or slow) when its listener closes:
+     * the final 5.03 must still fit the 3x rule -- the ping's reserve is no longer needed,
+     * the diagnostic is optional */
+    lo_input(lo, 0, req, n, 0);
+    while (lo_take(lo, 0) != NULL)
+        ;
+    session_endpoint_gone(&lo->srv, lo->ep);
+    while ((d = lo_take(lo, 0)) != NULL)
+        codes += d->buf[1] == MOONLET_SERVICE_UNAVAILABLE;
+    T_EQ_INT(codes, 1, "an unverified observer gets its final 5.03 when the listener closes");
+    T_OK(lo->tx[0] <= 3 * lo->rx[0], "within 3x");
+    lo_stop(lo);
+}
+
+static void
 t_oversize(void)
 {
     struct lo *lo = lo_start(NULL);
@@ -383,6 +407,7 @@ main(void)
     t_observer_check();
     t_budgets();
     t_deaf_first_ping();
+    t_goodbye_unverified();
     t_oversize();
     return t_done();
 }
