@@ -27,7 +27,8 @@ moonlet_req_path(const moonlet_req *req)
 
     if (r->path)
         return r->path;
-    if (req->res) {     /* the registered path is the canonical form of this request's */
+    if (req->res && !req->res->subtree) {   /* the registered path is the canonical form
+                                               of this request's */
         r->path = req->res->path;
         return r->path;
     }
@@ -53,6 +54,12 @@ unsigned
 moonlet_req_segments(const moonlet_req *req)
 {
     return req->nseg;
+}
+
+unsigned
+moonlet_req_base(const moonlet_req *req)
+{
+    return req->res && req->res->subtree ? req->res->nseg : req->nseg;
 }
 
 const char *

@@ -695,6 +695,26 @@ block_session_sweep(struct server *srv, struct session *s, int gone)
 }
 
 void
+block_drop_resource(struct server *srv, uint64_t res_id)
+{
+    /* one pass over the sessions (a removal is rare next to requests: no index by
+     * resource to keep up on the hot path) */
+    for (unsigned p = 0; p < 2; p++)
+        for (struct session *s = srv->sessions.pool[p].mru; s; s = s->next) {
+            for (struct xfer1 *x = s->x1, *next; x; x = next) {
+                next = x->next;
+                if (x->res_id == res_id)
+                    xfer1_drop(srv, s, x);
+            }
+            for (struct xfer2 *x = s->x2, *next; x; x = next) {
+                next = x->next;
+                if (x->res_id == res_id)
+                    xfer2_free(srv, s, x);
+            }
+        }
+}
+
+void
 block_cap(struct block_ctx *c, size_t budget, unsigned tkl)
 {
     /* what a block answer carries besides its payload: header, token, Content-Format (3),

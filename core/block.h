@@ -85,6 +85,9 @@ size_t block_audit(const struct session *s);
 void block_session_verified(struct server *srv, struct session *s);
 /* Expire idle transfers of a session; free all of them when gone is set. */
 void block_session_sweep(struct server *srv, struct session *s, int gone);
+/* A resource was removed: every transfer of it ends (its uploads' buffers and its
+ * snapshots are freed). */
+void block_drop_resource(struct server *srv, uint64_t res_id);
 /* The snapshot cache at shutdown. */
 void block_fini(struct server *srv);
 

@@ -87,6 +87,7 @@ dispatch(struct server *srv, struct moonlet_req *req, struct moonlet_resp *resp)
     req->obs = req->multicast ? NULL : observe_request(srv, req, r);
     if (dispatch_call(srv, r, slot, req, resp) == MOONLET_DEFERRED) {
         block_request_done(srv, req);
+        tree_resource_release(r);
         return MOONLET_DEFERRED;
     }
     block_response(srv, req->sess, &req->blk, resp);
@@ -94,6 +95,7 @@ dispatch(struct server *srv, struct moonlet_req *req, struct moonlet_resp *resp)
     if (req->obs)
         observe_answer(srv, req->obs, resp);
     dispatch_changed(srv, r, req->method, resp->code);
+    tree_resource_release(r);   /* the handler may have removed it: freed now */
     return MOONLET_OK;
 }
 
@@ -107,6 +109,7 @@ dispatch_call(struct server *srv, struct resource *r, unsigned slot, struct moon
     req->scratch = srv->scratch;
     req->scratch_len = 0;
     req->scratch_cap = sizeof srv->scratch;
+    r->refs++;                          /* the caller's, released when it is done with r */
     r->unit->refs++;
     /* a fatal signal in the handler names its unit, method and path (crash.c) */
     struct crash_ctx cc = {r->unit->name, r->path, req->method}, *up = crash_enter(&cc);
@@ -117,7 +120,9 @@ dispatch_call(struct server *srv, struct resource *r, unsigned slot, struct moon
         return MOONLET_DEFERRED;
     }
     if (rc == MOONLET_DEFERRED && req->pd) {
-        req->pd->unit = r->unit;        /* the unit stays referenced while the pending lives */
+        req->pd->unit = r->unit;        /* the unit and the resource stay referenced while
+                                           the pending lives (exchange.c: pending_free) */
+        r->refs++;
         req->pd->blk = req->blk;
         return MOONLET_DEFERRED;
     }

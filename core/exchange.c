@@ -18,6 +18,7 @@
 #include "plugin.h"
 #include "server.h"
 #include "session.h"
+#include "tree.h"
 #include "verify.h"
 
 struct outmsg {
@@ -757,8 +758,10 @@ pending_free(moonlet_pending *pd)
         pd->req->pd = NULL;
         pd->req->answered = 1;
     }
-    if (pd->unit)
+    if (pd->unit) {
+        tree_resource_release(pd->res);
         pd->unit->refs--;
+    }
     resp_free(&pd->resp);
     free(pd);
 }

@@ -96,6 +96,15 @@ tokens_match(const char *s, const struct linkfmt_filter *f)
     return 0;
 }
 
+/* The href of r: its path; a subtree's is its prefix (the path without its final "*"). */
+static size_t
+href_len(const struct resource *r)
+{
+    size_t n = strlen(r->path);
+
+    return !r->subtree ? n : n > 2 ? n - 2 : 1;
+}
+
 static int
 attr_match(const struct resource *r, const struct linkfmt_filter *f)
 {
@@ -103,7 +112,7 @@ attr_match(const struct resource *r, const struct linkfmt_filter *f)
 
 #define IS(lit) (f->nlen == sizeof lit - 1 && memcmp(f->name, lit, f->nlen) == 0)
     if (IS("href"))
-        return !f->has_value || value_match(r->path, strlen(r->path), f);
+        return !f->has_value || value_match(r->path, href_len(r), f);
     if (IS("rt"))
         return r->rt && (!f->has_value || tokens_match(r->rt, f));
     if (IS("if"))
@@ -188,7 +197,7 @@ linkfmt_build(const struct tree *t, const struct linkfmt_filter *f, unsigned nf,
             sb_str(&b, ",");
         first = 0;
         sb_str(&b, "<");
-        sb_str(&b, r->path);
+        sb_put(&b, r->path, href_len(r));
         sb_str(&b, ">");
         if (r->rt)
             sb_attr(&b, "rt", r->rt);
@@ -235,6 +244,23 @@ struct wkc {
     unsigned long gen;
 };
 
+/* The document, with an ETag of its bytes (RFC 7252 §5.10.6): it changes whenever the
+ * set of resources does, run-time ones coming and going included. */
+static int
+answer(moonlet_resp *resp, const char *doc, size_t len)
+{
+    uint64_t h = 14695981039346656037u;     /* FNV-1a */
+    uint8_t etag[8];
+
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)doc[i]) * 1099511628211u;
+    for (unsigned i = 0; i < 8; i++)
+        etag[i] = (uint8_t)(h >> (8 * i));
+    moonlet_resp_ct(resp, MOONLET_CT_LINK_FORMAT);
+    moonlet_resp_option(resp, MOONLET_OPT_ETAG, etag, sizeof etag);
+    return moonlet_resp_payload(resp, doc, len);
+}
+
 static int
 wkc_get(moonlet_req *req, moonlet_resp *resp, void *ud)
 {
@@ -250,8 +276,7 @@ wkc_get(moonlet_req *req, moonlet_resp *resp, void *ud)
 
         if (doc == NULL)
             return MOONLET_ENOMEM;
-        moonlet_resp_ct(resp, MOONLET_CT_LINK_FORMAT);
-        rc = moonlet_resp_payload(resp, doc, len);
+        rc = answer(resp, doc, len);
         free(doc);
         return rc;
     }
@@ -262,8 +287,7 @@ wkc_get(moonlet_req *req, moonlet_resp *resp, void *ud)
         if (w->doc == NULL)
             return MOONLET_ENOMEM;
     }
-    moonlet_resp_ct(resp, MOONLET_CT_LINK_FORMAT);
-    return moonlet_resp_payload(resp, w->doc, w->len);
+    return answer(resp, w->doc, w->len);
 }
 
 static void

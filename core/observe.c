@@ -444,9 +444,10 @@ build(struct server *srv, struct obs_group *g)
             req->pd->req = NULL;
             exchange_pending_start(srv, req->pd);
         }
-        return;
+    } else {
+        observe_deliver(srv, g, resp);
     }
-    observe_deliver(srv, g, resp);
+    tree_resource_release(r);
 }
 
 void

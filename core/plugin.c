@@ -234,20 +234,44 @@ moonlet_resource_add_(moonlet_plugin *p, const moonlet_resource_def *def, size_t
 
     if (p == NULL || def == NULL)
         return NULL;
-    if (p->phase != PLUGIN_INIT) {
-        log_error("%s: moonlet_resource_add outside init", p->unit.name);
+    if (p->phase == PLUGIN_FINI) {
+        log_error("%s: moonlet_resource_add in fini", p->unit.name);
         return NULL;
     }
     if ((r = tree_resource_new(def, def_size, ud, &p->unit, err, sizeof err)) == NULL) {
         log_error("%s: cannot register: %s", p->unit.name, err);
         return NULL;
     }
-    if (server_register(p->srv, r) != MOONLET_OK) {
-        log_error("%s: cannot register %s: path already registered", p->unit.name, r->path);
-        tree_resource_free(r);
-        return NULL;
+    if (p->phase == PLUGIN_INIT) {
+        if (server_register(p->srv, r) != MOONLET_OK) {
+            log_error("%s: cannot register %s: path already registered", p->unit.name,
+                      r->path);
+            tree_resource_free(r);
+            return NULL;
+        }
+    } else {
+        int rc = server_register_runtime(p->srv, r);
+
+        if (rc != MOONLET_OK) {
+            log_warn("%s: cannot create %s: %s", p->unit.name, r->path,
+                     rc == MOONLET_EEXIST   ? "path already registered"
+                     : rc == MOONLET_ERANGE ? "runtime_resources reached"
+                                            : "the plugin was replaced by a reload");
+            tree_resource_free(r);
+            return NULL;
+        }
     }
     return (moonlet_resource *)r;
+}
+
+int
+moonlet_resource_remove(moonlet_plugin *p, moonlet_resource *mr)
+{
+    struct resource *r = (struct resource *)mr;
+
+    if (p == NULL || r == NULL || r->unit != &p->unit || p->phase == PLUGIN_FINI)
+        return MOONLET_EINVAL;
+    return server_unregister(p->srv, r) == MOONLET_OK ? MOONLET_OK : MOONLET_EINVAL;
 }
 
 const char *

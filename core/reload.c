@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "block.h"
 #include "exchange.h"
 #include "log.h"
 #include "observe.h"
@@ -84,6 +85,50 @@ server_register(struct server *srv, struct resource *r)
         return MOONLET_EEXIST;
     r->unext = r->unit->res;
     r->unit->res = r;
+    return MOONLET_OK;
+}
+
+int
+server_register_runtime(struct server *srv, struct resource *r)
+{
+    struct unit *u = r->unit;
+    int rc;
+
+    if (u->retired)
+        return MOONLET_ESTATE;
+    if (u->created >= srv->cfg.runtime_resources)
+        return MOONLET_ERANGE;
+    if ((rc = tree_add(srv->tree, r)) != MOONLET_OK)
+        return rc;
+    r->runtime = 1;
+    u->created++;
+    r->unext = u->res;
+    u->res = r;
+    return MOONLET_OK;
+}
+
+int
+server_unregister(struct server *srv, struct resource *r)
+{
+    struct resource **pp = &r->unit->res;
+
+    if (r->removed)
+        return MOONLET_ENOENT;
+    if (tree_find_path(srv->tree, r->path) == r) {
+        observe_end_resource(srv, r, MOONLET_NOT_FOUND);
+        block_drop_resource(srv, r->id);
+        tree_remove(srv->tree, r);
+    } else if (srv->staging) {              /* declared and removed while its unit loads */
+        tree_remove(srv->staging, r);
+    }
+    while (*pp && *pp != r)
+        pp = &(*pp)->unext;
+    if (*pp)
+        *pp = r->unext;
+    r->unit->created -= r->runtime;
+    r->removed = 1;
+    if (r->refs == 0)
+        tree_resource_free(r);
     return MOONLET_OK;
 }
 

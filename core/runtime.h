@@ -47,6 +47,7 @@ struct unit {
     char *path;                         /* the file it came from */
     struct conf_item *conf;             /* its own copy of the settings */
     struct resource *res;               /* its resources (resource.unext) */
+    unsigned created;                   /* of them, made at run time */
     double loaded_at;                   /* wall clock, for the admin view */
     void *watch;                        /* reload.c's file watch */
     unsigned retired : 1;

@@ -67,6 +67,7 @@ static const struct key {
     {"unverified_observers", K_COUNT, offsetof(struct server_config, unverified_observers), 0,
      1e8},
     {"echo_lifetime", K_SECONDS, offsetof(struct server_config, echo_lifetime), 1, 86400},
+    {"runtime_resources", K_COUNT, offsetof(struct server_config, runtime_resources), 0, 1e7},
 };
 
 void
@@ -104,6 +105,7 @@ server_config_defaults(struct server_config *c)
     c->unverified_observers = 10000;
     c->echo_lifetime = 300;
     c->watch = 1;
+    c->runtime_resources = 10000;       /* a directory of devices, one resource each */
 }
 
 static int

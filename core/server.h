@@ -50,6 +50,7 @@ struct server_config {
     double echo_lifetime;       /* an Echo value we issued is accepted this long, s */
     unsigned watch;             /* reload a unit when its file changes */
     unsigned admin;             /* serve /.well-known/moonlet/units */
+    unsigned runtime_resources; /* resources one unit may have created at run time */
 };
 
 /* cfg.verify: off (trusted networks: no limit), auto (the 3x rule; a peer proves its
@@ -139,6 +140,13 @@ int server_load(struct server *srv, const char *path, const struct conf_item *co
 int server_is_plugin(const struct server *srv, const char *path);
 /* A loading unit registers a resource (into the staging tree). MOONLET_OK or EEXIST. */
 int server_register(struct server *srv, struct resource *r);
+/* A resource a handler or timer of its live unit creates: in the tree at once, counted
+ * against cfg.runtime_resources. MOONLET_OK, EEXIST (the path is taken), ERANGE (the
+ * unit's bound), ESTATE (the unit was replaced by a reload). */
+int server_register_runtime(struct server *srv, struct resource *r);
+/* Take r out (RFC 7641 §3.2: its observers get 4.04; its block-wise transfers end) and
+ * free it once no handler or pending answer uses it. MOONLET_ENOENT if removed already. */
+int server_unregister(struct server *srv, struct resource *r);
 /* Free retired units nothing refers to any more (before the loop sleeps). */
 void reload_reap(struct server *srv);
 /* Shutdown: every unit goes, the loaders' runtimes too. */

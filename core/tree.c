@@ -60,9 +60,12 @@ hexval(int c)
          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
 
-/* "/a/b%2Fc" -> key [1]a[3]b/c. Percent-decoding per segment (RFC 3986 §2.1). */
+/* "/a/b%2Fc" -> key [1]a[3]b/c. Percent-decoding per segment (RFC 3986 §2.1). A last
+ * segment "*" makes a subtree: the prefix's key and a 0 (no real segment is empty), and
+ * *nsegp counts the prefix only. A literal "*" segment is written "%2A". */
 static int
-path_key(const char *path, uint8_t *key, size_t *keylen, char *err, size_t errlen)
+path_key(const char *path, uint8_t *key, size_t *keylen, unsigned *nsegp, char *err,
+         size_t errlen)
 {
     size_t k = 0;
     unsigned nseg = 0;
@@ -72,11 +75,16 @@ path_key(const char *path, uint8_t *key, size_t *keylen, char *err, size_t errle
         snprintf(err, errlen, "path must start with '/'");
         return -1;
     }
+    *nsegp = 0;
     if (p[1] == '\0') {     /* "/": the root, no segments */
         *keylen = 0;
         return 0;
     }
     while (*p == '/') {
+        if (p[1] == '*' && p[2] == '\0') {
+            key[k++] = 0;   /* the subtree marker */
+            break;
+        }
         size_t lenpos = k++, n = 0;
 
         p++;
@@ -116,6 +124,7 @@ path_key(const char *path, uint8_t *key, size_t *keylen, char *err, size_t errle
         key[lenpos] = (uint8_t)n;
     }
     *keylen = k;
+    *nsegp = nseg;
     return 0;
 }
 
@@ -135,6 +144,8 @@ key_path(const uint8_t *key, size_t keylen)
         size_t n = key[i++];
 
         *o++ = '/';
+        if (n == 0)             /* the subtree marker */
+            *o++ = '*';
         for (size_t j = 0; j < n; j++, i++) {
             int c = key[i];
 
@@ -226,19 +237,27 @@ tree_resource_free(struct resource *r)
     free(r);
 }
 
+void
+tree_resource_release(struct resource *r)
+{
+    if (--r->refs == 0 && r->removed)
+        tree_resource_free(r);
+}
+
 struct resource *
 tree_resource_new(const moonlet_resource_def *def, size_t def_size, void *ud, struct unit *u,
                   char *err, size_t errlen)
 {
     moonlet_resource_def d = {0};
-    uint8_t key[KEY_MAX];
+    uint8_t key[KEY_MAX + 1];
     size_t keylen;
     struct resource *r;
+    unsigned nseg;
     int fail = 0;
 
     /* read only the fields the caller's struct has (ABI growth, moonlet.h) */
     memcpy(&d, def, def_size < sizeof d ? def_size : sizeof d);
-    if (path_key(d.path, key, &keylen, err, errlen) < 0)
+    if (path_key(d.path, key, &keylen, &nseg, err, errlen) < 0)
         return NULL;
     if ((d.rt && !tokens_ok(d.rt)) || (d.iface && !tokens_ok(d.iface))) {
         snprintf(err, errlen, "%s: rt/if must be space-separated tokens without quotes",
@@ -251,7 +270,12 @@ tree_resource_new(const moonlet_resource_def *def, size_t def_size, void *ud, st
     }
     if ((r = calloc(1, sizeof *r)) == NULL)
         goto nomem;
+    static uint64_t serials;
+
+    r->serial = ++serials;
     r->keylen = keylen;
+    r->nseg = nseg;
+    r->subtree = keylen > 0 && key[keylen - 1] == 0;
     r->hash = key_hash(key, keylen);
     if ((r->key = malloc(keylen + 1)) == NULL || (r->path = key_path(key, keylen)) == NULL)
         goto nomem;
@@ -335,11 +359,35 @@ slot(const struct tree *t, uint32_t h, const uint8_t *key, size_t keylen)
     return pp;
 }
 
+/* Twice the buckets once there are more resources than buckets: run-time resources (a
+ * directory of devices) may number tens of thousands. On no memory, the chains grow. */
+static void
+grow(struct tree *t)
+{
+    size_t n = t->nbuckets * 2;
+    struct resource **b = calloc(n, sizeof *b);
+
+    if (b == NULL)
+        return;
+    for (size_t i = 0; i < t->nbuckets; i++)
+        for (struct resource *r = t->buckets[i], *next; r; r = next) {
+            next = r->hnext;
+            r->hnext = b[r->hash & (n - 1)];
+            b[r->hash & (n - 1)] = r;
+        }
+    free(t->buckets);
+    t->buckets = b;
+    t->nbuckets = n;
+}
+
 int
 tree_add(struct tree *t, struct resource *r)
 {
-    struct resource **pp = slot(t, r->hash, r->key, r->keylen);
+    struct resource **pp;
 
+    if (t->count >= t->nbuckets)
+        grow(t);
+    pp = slot(t, r->hash, r->key, r->keylen);
     if (*pp)
         return MOONLET_EEXIST;
     r->hnext = NULL;
@@ -354,6 +402,7 @@ tree_add(struct tree *t, struct resource *r)
         t->first = r;
     t->last = r;
     t->count++;
+    t->subtrees += r->subtree;
     t->generation++;
     return MOONLET_OK;
 }
@@ -375,33 +424,45 @@ tree_remove(struct tree *t, struct resource *r)
     else
         t->last = r->prev;
     t->count--;
+    t->subtrees -= r->subtree;
     t->generation++;
 }
 
 struct resource *
 tree_find(const struct tree *t, const struct view *seg, unsigned nseg)
 {
-    uint8_t key[KEY_MAX];
-    size_t k = 0;
+    uint8_t key[KEY_MAX + 1];
+    size_t k = 0, ends[REQ_MAX_SEGMENTS + 1];
+    struct resource *r;
 
+    ends[0] = 0;
     for (unsigned i = 0; i < nseg; i++) {
         if (seg[i].len == 0 || seg[i].len > 255)
             return NULL;    /* registered paths have no empty segments */
         key[k++] = (uint8_t)seg[i].len;
         memcpy(key + k, seg[i].p, seg[i].len);
         k += seg[i].len;
+        ends[i + 1] = k;
     }
-    return *slot(t, key_hash(key, k), key, k);
+    if ((r = *slot(t, key_hash(key, k), key, k)) != NULL || t->subtrees == 0)
+        return r;
+    for (unsigned i = nseg + 1; i-- > 0;) {     /* the longest prefix first */
+        key[ends[i]] = 0;
+        if ((r = *slot(t, key_hash(key, ends[i] + 1), key, ends[i] + 1)) != NULL)
+            return r;
+    }
+    return NULL;
 }
 
 struct resource *
 tree_find_path(const struct tree *t, const char *path)
 {
-    uint8_t key[KEY_MAX];
+    uint8_t key[KEY_MAX + 1];
     size_t keylen;
+    unsigned nseg;
     char err[80];
 
-    if (path_key(path, key, &keylen, err, sizeof err) < 0)
+    if (path_key(path, key, &keylen, &nseg, err, sizeof err) < 0)
         return NULL;
     return *slot(t, key_hash(key, keylen), key, keylen);
 }

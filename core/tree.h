@@ -32,6 +32,12 @@ struct resource {
     int *ct;                            /* ended by MOONLET_CT_END; NULL: any */
     long sz;
     unsigned obs : 1, hidden : 1, autonotify : 1, notify_con : 1;
+    unsigned subtree : 1;               /* its path ends in a segment "*": it owns the
+                                           paths below the prefix too */
+    unsigned runtime : 1;               /* created by a handler or timer, not at load */
+    unsigned removed : 1;               /* out of the tree; freed when refs reach 0 */
+    unsigned nseg;                      /* segments of its path (a subtree's: the prefix) */
+    unsigned refs;                      /* handlers running on it, pendings holding it */
     struct attr *extra;
     unsigned nextra;
     union handler h[TREE_METHODS];
@@ -40,6 +46,7 @@ struct resource {
     void *ud;
     struct unit *unit;
     uint64_t id;                        /* unique for the server's life (block snapshots) */
+    uint64_t serial;                    /* unique per definition (handles: lua/lib.c) */
     struct obs_group *groups;           /* its observers, by representation (observe.c) */
 };
 
@@ -48,6 +55,7 @@ struct tree {
     size_t nbuckets, count;
     struct resource *first, *last;
     unsigned long generation;           /* bumped on every change (link-format cache) */
+    size_t subtrees;                    /* how many are subtrees: lookups try prefixes */
     uint64_t next_id;
 };
 
@@ -58,12 +66,16 @@ void tree_free(struct tree *t);
 struct resource *tree_resource_new(const moonlet_resource_def *def, size_t def_size,
                                    void *ud, struct unit *u, char *err, size_t errlen);
 void tree_resource_free(struct resource *r);
+/* Drop a reference (resource.refs); a removed resource is freed by its last one. */
+void tree_resource_release(struct resource *r);
 /* Insert; MOONLET_EEXIST if the path exists. */
 int tree_add(struct tree *t, struct resource *r);
 void tree_remove(struct tree *t, struct resource *r);
-/* Look up by request segments. */
+/* Look up by request segments: the exact path, else the subtree with the longest prefix
+ * (RFC 7252 §5.4.1 knows no wildcards: subtrees are our own). */
 struct resource *tree_find(const struct tree *t, const struct view *seg, unsigned nseg);
-/* Look up by a path string as registered ("/a/b%2Fc"); NULL if absent or malformed. */
+/* Look up by a path string as registered ("/a/b%2Fc"; a subtree with its final "*");
+ * NULL if absent or malformed. Exact: a subtree is found by its own path only. */
 struct resource *tree_find_path(const struct tree *t, const char *path);
 
 /* One RFC 6690 §4.1 query filter: name[=value[*]], views into the request. */

@@ -122,6 +122,8 @@ check_fields(lua_State *L, int t)
 static int
 res_notify(lua_State *L);
 
+static const char serial_key = 's';    /* a handle's private field: which definition */
+
 static int
 l_resource(lua_State *L)
 {
@@ -135,8 +137,6 @@ l_resource(lua_State *L)
     char err[256];
 
     luaL_checktype(L, 1, LUA_TTABLE);
-    if (!sc->loading)
-        return luaL_error(L, "moonlet.resource: only while the script loads (at its top level)");
     check_fields(L, 1);
     lua_getfield(L, 1, "path");
     if ((def.path = lua_tostring(L, -1)) == NULL || lua_type(L, -1) != LUA_TSTRING)
@@ -202,15 +202,81 @@ l_resource(lua_State *L)
         lua_getfield(L, 1, method_keys[i]);
         r->h[i].ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    if (server_register(sc->rt->srv, r) != MOONLET_OK) {
-        snprintf(err, sizeof err, "%s: path already registered", r->path);
-        tree_resource_free(r);      /* releases the references */
-        return luaL_error(L, "moonlet.resource: %s", err);
+    if (sc->loading) {
+        if (server_register(sc->rt->srv, r) != MOONLET_OK) {
+            snprintf(err, sizeof err, "%s: path already registered", r->path);
+            tree_resource_free(r);      /* releases the references */
+            return luaL_error(L, "moonlet.resource: %s", err);
+        }
+    } else {
+        /* at run time (a handler, a timer): live at once; what can go wrong here is the
+         * state of the world, not the script, so it is nil and a message */
+        int rc = server_register_runtime(sc->rt->srv, r);
+
+        if (rc != MOONLET_OK) {
+            if (rc == MOONLET_EEXIST)
+                snprintf(err, sizeof err, "%s: path already registered", r->path);
+            else if (rc == MOONLET_ERANGE)
+                snprintf(err, sizeof err, "too many resources created at run time "
+                         "(runtime_resources = %u)", sc->rt->srv->cfg.runtime_resources);
+            else
+                snprintf(err, sizeof err, "the script was reloaded: its new version serves");
+            tree_resource_free(r);
+            lua_pushnil(L);
+            lua_pushstring(L, err);
+            return 2;
+        }
     }
-    lua_createtable(L, 0, 1);       /* the resource object */
+    lua_createtable(L, 0, 2);       /* the resource object: its path, and which one */
     lua_pushstring(L, r->path);
     lua_setfield(L, -2, "path");
+    lua_pushlightuserdata(L, (void *)&serial_key);
+    lua_pushinteger(L, (lua_Integer)r->serial);
+    lua_rawset(L, -3);
     luaL_setmetatable(L, "moonlet.resource");
+    return 1;
+}
+
+/* The resource a handle stands for, if it still exists and is this script's. */
+static struct resource *
+handle_resource(lua_State *L, int idx)
+{
+    struct script *sc = script_of(L);
+    struct server *srv = sc->rt->srv;
+    struct resource *r;
+    const char *path;
+    lua_Integer serial;
+
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_getfield(L, idx, "path");
+    path = lua_tostring(L, -1);
+    lua_pushlightuserdata(L, (void *)&serial_key);
+    lua_rawget(L, idx);
+    serial = lua_tointeger(L, -1);
+    lua_pop(L, 2);
+    if (path == NULL)
+        return NULL;
+    r = tree_find_path(srv->tree, path);
+    if ((r == NULL || r->serial != (uint64_t)serial) && srv->staging)
+        r = tree_find_path(srv->staging, path);     /* declared by the loading top level */
+    if (r == NULL || r->serial != (uint64_t)serial || r->unit != &sc->unit)
+        return NULL;
+    return r;
+}
+
+/* res:remove(): RFC 7641 §3.2, its observers get 4.04 (server_unregister). */
+static int
+res_remove(lua_State *L)
+{
+    struct resource *r = handle_resource(L, 1);
+
+    if (r == NULL) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "no such resource");
+        return 2;
+    }
+    server_unregister(script_of(L)->rt->srv, r);
+    lua_pushboolean(L, 1);
     return 1;
 }
 
@@ -624,9 +690,11 @@ lib_open(lua_State *L, struct script *sc)
 {
     luaL_openlibs(L);           /* the sandbox picks from these (sandbox.c) */
     luaL_newmetatable(L, "moonlet.resource");
-    lua_createtable(L, 0, 1);
+    lua_createtable(L, 0, 2);
     lua_pushcfunction(L, res_notify);
     lua_setfield(L, -2, "notify");
+    lua_pushcfunction(L, res_remove);
+    lua_setfield(L, -2, "remove");
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
     luaL_newmetatable(L, "moonlet.timer");

@@ -146,8 +146,18 @@ req_index(lua_State *L)
         }
         break;
     case 4:
-        if (memcmp(k, "path", 4) == 0) {
-            lua_pushstring(L, req->res->path);
+        if (memcmp(k, "path", 4) == 0) {    /* a subtree's: the request's whole path */
+            lua_pushstring(L, moonlet_req_path(req));
+            return 1;
+        }
+        if (memcmp(k, "rest", 4) == 0) {    /* the segments below a subtree's prefix */
+            unsigned base = moonlet_req_base(req);
+
+            lua_createtable(L, (int)(req->nseg - base), 0);
+            for (unsigned i = base; i < req->nseg; i++) {
+                lua_pushlstring(L, (const char *)req->seg[i].p, req->seg[i].len);
+                lua_rawseti(L, -2, i - base + 1);
+            }
             return 1;
         }
         if (memcmp(k, "peer", 4) == 0) {

@@ -376,6 +376,11 @@ lua_drop(struct resource *r, union handler h)
     struct script *sc = (struct script *)r->unit;
 
     luaL_unref(sc->L, LUA_REGISTRYINDEX, (int)h.ref);
+    /* r is being freed (removed at run time): a coroutine still waiting in its handler,
+     * its answer already given up (the pending's deadline), no longer names it */
+    for (struct coro *co = sc->active; co; co = co->next)
+        if (co->res == r)
+            co->res = NULL;
 }
 
 static const struct runtime runtime_lua = {"lua", lua_call_handler, lua_drop};

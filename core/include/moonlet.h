@@ -26,10 +26,13 @@ extern "C" {
 #define MOONLET_ABI_MAJOR 1
 /* Bumped when calls or struct fields are added. A plugin built against minor M loads into
  * a server whose minor is >= M. */
-#define MOONLET_ABI_MINOR 3    /* 1.1: moonlet_resource_def.body (streamed uploads)
+#define MOONLET_ABI_MINOR 4    /* 1.1: moonlet_resource_def.body (streamed uploads)
                                   1.2: moonlet_notify, moonlet_resource_def.autonotify and
                                        .notify_con
-                                  1.3: moonlet_plugin_inherit, MOONLET_PLUGIN_STATE */
+                                  1.3: moonlet_plugin_inherit, MOONLET_PLUGIN_STATE
+                                  1.4: run-time resources (moonlet_resource_add after init,
+                                       moonlet_resource_remove), subtrees and
+                                       moonlet_req_base, moonlet_linkfmt_parse */
 
 #if defined(__GNUC__)
 #define MOONLET_API __attribute__((visibility("default")))
@@ -180,9 +183,16 @@ typedef struct moonlet_resource_def {
 } moonlet_resource_def;
 
 /* Register a resource. Call the macro, which passes the struct size.
- * Phase: init only. Owns: everything in def is copied.
+ * A path whose last segment is "*" makes a subtree: the resource also serves every path
+ * below its prefix (the path without that "*") that no other resource serves exactly;
+ * moonlet_req_base says where the rest of the request's path begins (ABI 1.4).
+ * Phase: init; since ABI 1.4 also later (a handler, a timer): a run-time resource, in the
+ * tree at once, counted against the server's runtime_resources setting (per plugin).
+ * A reload of the plugin removes the resources it created at run time (their observers
+ * get 4.04) unless the new version registers the same paths in its init.
+ * Owns: everything in def is copied.
  * Returns: the resource, or NULL (the reason is logged: bad path, bad attribute token,
- * duplicate path, wrong phase). */
+ * duplicate path, the runtime_resources bound, a plugin replaced by a reload). */
 MOONLET_API moonlet_resource *moonlet_resource_add_(moonlet_plugin *p,
                                                     const moonlet_resource_def *def,
                                                     size_t def_size, void *ud);
@@ -190,6 +200,14 @@ MOONLET_API moonlet_resource *moonlet_resource_add_(moonlet_plugin *p,
 
 /* The path the resource was registered with. Valid: while the resource exists. */
 MOONLET_API const char *moonlet_resource_path(const moonlet_resource *r);
+
+/* Remove a resource of this plugin (ABI 1.4), whenever it was registered. Its observers
+ * get 4.04 Not Found and end (RFC 7641 §3.2), its block-wise transfers end, and
+ * /.well-known/core stops listing it at once. A request in flight on it (a handler running
+ * it, this one included, or a deferred answer) completes; r stays valid until then for
+ * that request only: do not use r after this call. Phase: any but fini.
+ * Returns MOONLET_OK, MOONLET_EINVAL (NULL, or another plugin's resource). */
+MOONLET_API int moonlet_resource_remove(moonlet_plugin *p, moonlet_resource *r);
 
 /* The state of r changed: its observers (RFC 7641) get a notification. Before the server
  * next waits for input, the GET (or FETCH) handler runs once per representation the
@@ -209,6 +227,10 @@ MOONLET_API const char *moonlet_req_path(const moonlet_req *req);
 /* Number of Uri-Path segments, and segment i (raw bytes, not NUL-safe: use *len). */
 MOONLET_API unsigned moonlet_req_segments(const moonlet_req *req);
 MOONLET_API const char *moonlet_req_segment(const moonlet_req *req, unsigned i, size_t *len);
+/* How many segments the resource's own path has (ABI 1.4): for a subtree, segments from
+ * this index on are the rest of the path below its prefix; otherwise it equals
+ * moonlet_req_segments. */
+MOONLET_API unsigned moonlet_req_base(const moonlet_req *req);
 /* Value of the first query item "key=value" (or "key" alone: returns ""), else NULL.
  * Valid: until the handler returns. The value is NUL-terminated; *len if non-NULL. */
 MOONLET_API const char *moonlet_req_query(const moonlet_req *req, const char *key,

@@ -2,6 +2,7 @@
  * tree_test.c -- the resource tree (path keys, percent-decoding, lookup by segments,
  * registration validation) and link-format output and filtering (RFC 6690 §2, §4.1).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -217,10 +218,59 @@ test_linkfmt(void)
     tree_free(t);
 }
 
+/* Subtrees (a last segment "*"): exact paths first, then the longest prefix; the prefix
+ * itself belongs to its subtree. And a tree of many resources (it grows its buckets). */
+static void
+test_subtree(void)
+{
+    struct tree *t = tree_new();
+    struct resource *ab = add(t, "/a/b"), *a = add(t, "/a/*"), *abc = add(t, "/a/b/c/*");
+    struct resource *star = add(t, "/a/%2A"), *all = add(t, "/*");
+    struct view none[1];
+    char path[32];
+    int found = 1;
+
+    T_OK(ab && a && abc && star && all, "registrations succeed");
+    T_OK(a->subtree && a->nseg == 1 && abc->nseg == 3 && all->nseg == 0 && !star->subtree &&
+             !ab->subtree, "subtree flags and prefix lengths");
+    T_OK(find(t, "a/b") == ab, "an exact path wins over the subtree around it");
+    T_OK(find(t, "a") == a, "the prefix itself belongs to its subtree");
+    T_OK(find(t, "a/x/y") == a, "a path below the prefix");
+    T_OK(find(t, "a/b/c") == abc && find(t, "a/b/c/d/e") == abc, "the longest prefix wins");
+    T_OK(find(t, "a/b/x") == a, "/a/b is exact only: /a/b/x falls to /a/*");
+    T_OK(find(t, "a/*") == star, "a segment '*' in a request is a plain segment");
+    T_OK(find(t, "z") == all && tree_find(t, none, 0) == all, "/* owns the rest, / too");
+    T_OK(tree_find_path(t, "/a/*") == a && tree_find_path(t, "/a") == NULL,
+         "tree_find_path is exact");
+    T_EQ_MEM(a->path, strlen(a->path), "/a/*", 4, "a subtree's path keeps its '*'");
+    T_OK(add(t, "/a/*") == NULL, "a duplicate subtree is refused");
+    tree_remove(t, a);
+    tree_resource_free(a);
+    T_OK(find(t, "a/x") == all, "without /a/*, /* takes /a/x");
+    tree_free(t);
+
+    t = tree_new();
+    for (int i = 0; i < 3000; i++) {
+        snprintf(path, sizeof path, "/d/%d", i);
+        add(t, path);
+    }
+    for (int i = 0; i < 3000 && found; i++) {
+        struct resource *r;
+
+        snprintf(path, sizeof path, "d/%d", i);
+        r = find(t, path);
+        found = r && strcmp(r->path + 1, path) == 0;
+    }
+    T_OK(found && t->count == 3000 && t->nbuckets >= 2048, "3000 resources, %zu buckets",
+         t->nbuckets);
+    tree_free(t);
+}
+
 int
 main(void)
 {
     test_lookup();
+    test_subtree();
     test_validation();
     test_linkfmt();
     return t_done();
