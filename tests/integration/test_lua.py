@@ -902,8 +902,8 @@ def t_links_attrs():
 
 
 @test("resource object: .path, :notify() and moonlet.notify(path|resource) -> true; "
-      "notify of an unknown path -> nil, 'no such resource'; moonlet.resource in a handler -> "
-      "error, the path stays 4.04")
+      "notify of an unknown path -> nil, 'no such resource'; moonlet.resource in a handler "
+      "creates the resource at run time, and a second time gives nil and a reason")
 def t_links_object():
     with lua_server("links.lua") as s, s.client() as c:
         r = js(get(c, "l/obj", mcode=CONTENT))
@@ -912,10 +912,12 @@ def t_links_object():
         eq((r["n4"], r["e4"]), ("nil", "no such resource"), "notify of an unknown path")
         p = js(get(c, "l/probe", mcode=CONTENT))
         eq(p["obj_path_at_load"], "/l/obj", "resource.path at load")
-        r = js(get(c, "l/late", mcode=CONTENT))
-        eq(r["ok"], False, "moonlet.resource in a handler succeeded (%r)" % r)
-        note("moonlet.resource after load: %s" % r["err"])
         get(c, "l/new", mcode=NOT_FOUND)
+        r = js(get(c, "l/late", mcode=CONTENT))
+        eq((r["ok"], r.get("path")), (True, "/l/new"), "moonlet.resource in a handler")
+        get(c, "l/new", mcode=CONTENT)
+        r = js(get(c, "l/late", mcode=CONTENT))
+        eq((r["ok"], r["err"]), (False, "/l/new: path already registered"), "the same again")
 
 
 @test("R17 rt with quotes and '</secret>' -> refused or escaped: /.well-known/core parses to "

@@ -28,8 +28,9 @@ st.obj_path_at_load = obj.path
 
 -- declaring a resource after load (in a handler) is an error
 moonlet.resource{ path = "/l/late", get = function(req)
-  local okd, err = pcall(moonlet.resource, { path = "/l/new", get = ok })
-  return moonlet.CONTENT, moonlet.json.encode{ ok = okd, err = tostring(err) },
+  local r, err = moonlet.resource{ path = "/l/new", get = ok }
+  return moonlet.CONTENT, moonlet.json.encode{ ok = r ~= nil, path = r and r.path,
+                                               err = tostring(err) },
          { ct = moonlet.ct.json }
 end }
 
