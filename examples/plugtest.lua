@@ -4,7 +4,8 @@
 --                        /query, /location-query, /multi-format, /validate, /create1
 --                        (ping and message-layer tests are the core's alone)
 --   TD_COAP_LINK_01..09  /.well-known/core filtered over /link1..3, /path, /large...
---   TD_COAP_BLOCK_*      /large, /large-update, /large-create, /large-post
+--   TD_COAP_BLOCK_*      /large, /large-update, /large-create (POST creates
+--                        /large-create/N), /large-post
 --   TD_COAP_OBS_*        /obs, /obs-non
 -- The core does block-wise transfer (RFC 7959) for the large resources and the 1.4 KB
 -- /.well-known/core, and Observe (RFC 7641): /obs notifies in CON messages, /obs-non in
@@ -185,18 +186,32 @@ moonlet.resource{
   end,
 }
 
--- Resources cannot be added at run time, so what is created lives at /large-create?id=N
--- (the last eight are kept).
+-- TD_COAP_BLOCK_04: a POST (block-wise) creates /large-create/N, a run-time resource
+-- (2.01 Created with Location-Path, RFC 7252 §5.8.2) that serves what was uploaded and can
+-- be deleted; the last eight are kept, an older one is removed.
 local created, last = {}, 0
 moonlet.resource{
   path = "/large-create", rt = "block",
   title = "Large resource that can be created using POST method",
-  get = function(req) return serve(req, created[tonumber(req.query.id)]) end,
   post = function(req)
     last = last + 1
-    created[last] = document(req.payload, req.ct)
-    created[last - 8] = nil
-    return moonlet.CREATED, "", { location = "/large-create?id=" .. last }
+    local id, doc = last, document(req.payload, req.ct)
+    local h, err = moonlet.resource{
+      path = "/large-create/" .. id, rt = "block", title = "Created by a POST",
+      get = function(r) return serve(r, doc) end,
+      delete = function()
+        created[id]:remove()
+        created[id] = nil
+        return moonlet.DELETED
+      end,
+    }
+    if not h then return moonlet.SERVICE_UNAVAILABLE, err end
+    created[id] = h
+    if created[id - 8] then
+      created[id - 8]:remove()
+      created[id - 8] = nil
+    end
+    return moonlet.CREATED, "", { location = "/large-create/" .. id }
   end,
 }
 

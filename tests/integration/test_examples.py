@@ -11,7 +11,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from coaptest import Server, check, coap_client, eq, link_parse, main, test  # noqa: E402
+from coaptest import (  # noqa: E402
+    Server, check, coap_client, eq, error_code_of, link_parse, main, test)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -214,6 +215,47 @@ def t_plugtest():
             coap_client("-m", "get", "coap://[::1]:%d/large" % s.port, "-o", f)
             eq(os.path.getsize(f), 1280, "/large size (two blocks)")
         eq(sorted(links(s, "?rt=Type1")), ["/link1", "/link3"], "?rt=Type1")
+
+
+@test("plugtest.lua TD_COAP_BLOCK_04: a block-wise POST to /large-create creates "
+      "/large-create/1 (2.01, Location-Path large-create/1); a GET returns what was "
+      "uploaded; discovery lists it; DELETE removes it")
+def t_plugtest_large_create():
+    body = bytes((i * 7) % 251 for i in range(3000))
+    with Server(plugins=[example("plugtest.lua")]) as s, \
+            tempfile.TemporaryDirectory() as d:
+        src, dst = os.path.join(d, "in"), os.path.join(d, "out")
+        with open(src, "wb") as f:
+            f.write(body)
+        url = "coap://[::1]:%d" % s.port
+        rc, out, err = coap_client("-m", "post", "-b", "1024", "-f", src, "-v", "6",
+                                   url + "/large-create")
+        check("2.01" in err + out and "Location-Path:large-create, Location-Path:1" in
+              err + out, "POST: %r" % (err + out)[-400:])
+        coap_client("-m", "get", "-o", dst, url + "/large-create/1")
+        with open(dst, "rb") as f:
+            eq(f.read(), body, "GET /large-create/1")
+        check("/large-create/1" in links(s), "discovery lists /large-create/1")
+        coap_client("-m", "delete", url + "/large-create/1")
+        rc, out, err = coap_client(url + "/large-create/1")
+        eq(error_code_of(err), "4.04", "GET after DELETE")
+
+
+@test("plugtest.lua TD_COAP_CORE_23: PUT /create1 with If-None-Match creates it (2.01); the "
+      "same again is 4.12 Precondition Failed; after DELETE it can be created again")
+def t_plugtest_create1():
+    with Server(plugins=[example("plugtest.lua")]) as s:
+        url = "coap://[::1]:%d/create1" % s.port
+        rc, out, err = coap_client(url)
+        eq(error_code_of(err), "4.04", "GET before")
+        rc, out, err = coap_client("-m", "put", "-O", "5", "-e", "one", "-v", "6", url)
+        check("2.01" in err + out, "first PUT with If-None-Match: %r" % (err + out)[-300:])
+        rc, out, err = coap_client("-m", "put", "-O", "5", "-e", "two", url)
+        eq(error_code_of(err), "4.12", "second PUT with If-None-Match")
+        eq(get(s, "/create1")[0], "one", "GET after")
+        coap_client("-m", "delete", url)
+        rc, out, err = coap_client("-m", "put", "-O", "5", "-e", "three", "-v", "6", url)
+        check("2.01" in err + out, "PUT after DELETE: %r" % (err + out)[-300:])
 
 
 if __name__ == "__main__":
