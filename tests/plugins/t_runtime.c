@@ -18,6 +18,7 @@ struct item {
 
 static moonlet_plugin *plugin;
 static unsigned next_id;
+static struct item *items[64];     /* ours to free: the core copies definitions, not ud */
 
 static int
 item_get(moonlet_req *req, moonlet_resp *resp, void *ud)
@@ -37,7 +38,10 @@ item_delete(moonlet_req *req, moonlet_resp *resp, void *ud)
     moonlet_resp_code(resp, MOONLET_DELETED);
     if (moonlet_resource_remove(plugin, it->res) != MOONLET_OK)
         return moonlet_resp_error(resp, MOONLET_INTERNAL_SERVER_ERROR, "remove failed");
-    free(it);   /* the core copied the definition; ud is ours */
+    for (unsigned i = 0; i < 64; i++)
+        if (items[i] == it)
+            items[i] = NULL;
+    free(it);
     return MOONLET_OK;
 }
 
@@ -55,6 +59,10 @@ items_post(moonlet_req *req, moonlet_resp *resp, void *ud)
     (void)ud;
     if (it == NULL)
         return MOONLET_ENOMEM;
+    if (next_id >= 64) {
+        free(it);
+        return moonlet_resp_error(resp, MOONLET_SERVICE_UNAVAILABLE, "64 items made");
+    }
     body = moonlet_req_payload(req, &len);
     it->len = len < sizeof it->body ? len : sizeof it->body;
     memcpy(it->body, body, it->len);
@@ -65,6 +73,7 @@ items_post(moonlet_req *req, moonlet_resp *resp, void *ud)
         free(it);
         return moonlet_resp_error(resp, MOONLET_SERVICE_UNAVAILABLE, "cannot create %s", path);
     }
+    items[next_id - 1] = it;
     moonlet_resp_code(resp, MOONLET_CREATED);
     moonlet_resp_option(resp, MOONLET_OPT_LOCATION_PATH, "t", 1);
     moonlet_resp_option(resp, MOONLET_OPT_LOCATION_PATH, "items", 5);
@@ -91,14 +100,22 @@ tree_get(moonlet_req *req, moonlet_resp *resp, void *ud)
 static int
 init(moonlet_plugin *p, const moonlet_conf *conf)
 {
-    const moonlet_resource_def items = {.path = "/t/items", .post = items_post};
+    const moonlet_resource_def list = {.path = "/t/items", .post = items_post};
     const moonlet_resource_def tree = {.path = "/t/tree/*", .get = tree_get};
 
     (void)conf;
     plugin = p;
-    return moonlet_resource_add(p, &items, NULL) && moonlet_resource_add(p, &tree, NULL)
+    return moonlet_resource_add(p, &list, NULL) && moonlet_resource_add(p, &tree, NULL)
                ? MOONLET_OK
                : MOONLET_EINVAL;
 }
 
-MOONLET_PLUGIN("t_runtime", "1", init, NULL);
+static void
+fini(moonlet_plugin *p)
+{
+    (void)p;
+    for (unsigned i = 0; i < 64; i++)
+        free(items[i]);
+}
+
+MOONLET_PLUGIN("t_runtime", "1", init, fini);
