@@ -181,52 +181,100 @@ linkfmt_filters(const struct view *q, unsigned nq, struct linkfmt_filter *out)
     return n;
 }
 
+/* One link: <href> and r's attributes (RFC 6690 §2; RFC 7252 §7.2.1 for ct). */
+static void
+write_link(struct sbuf *b, const struct resource *r, const char *href, size_t hlen)
+{
+    char num[32];
+
+    if (b->len > 0)
+        sb_str(b, ",");
+    sb_str(b, "<");
+    sb_put(b, href, hlen);
+    sb_str(b, ">");
+    if (r->rt)
+        sb_attr(b, "rt", r->rt);
+    if (r->iface)
+        sb_attr(b, "if", r->iface);
+    if (r->ct && r->ct[0] != MOONLET_CT_END) {
+        /* RFC 7252 §7.2.1: one ct is a number, several a quoted space-separated list */
+        if (r->ct[1] == MOONLET_CT_END) {
+            snprintf(num, sizeof num, ";ct=%d", r->ct[0]);
+            sb_str(b, num);
+        } else {
+            sb_str(b, ";ct=\"");
+            for (const int *c = r->ct; *c != MOONLET_CT_END; c++) {
+                snprintf(num, sizeof num, c == r->ct ? "%d" : " %d", *c);
+                sb_str(b, num);
+            }
+            sb_str(b, "\"");
+        }
+    }
+    if (r->sz > 0) {
+        snprintf(num, sizeof num, ";sz=%ld", r->sz);
+        sb_str(b, num);
+    }
+    if (r->obs)
+        sb_str(b, ";obs");
+    if (r->title)
+        sb_attr(b, "title", r->title);
+    for (unsigned i = 0; i < r->nextra; i++)
+        sb_attr(b, r->extra[i].name, r->extra[i].value);
+}
+
+/* The children of one subtree, as its runtime lists them (moonlet_child_emit). */
+struct kids {
+    struct sbuf *b;
+    const struct resource *parent;
+    const struct linkfmt_filter *f;
+    unsigned nf, n;
+};
+
+#define LINKFMT_MAX_CHILDREN 4096   /* per subtree: a document, not a database dump */
+
+static int
+kid_emit(void *ctx, const moonlet_resource_def *child)
+{
+    struct kids *k = ctx;
+    moonlet_resource_def d = *child;
+    char path[REQ_MAX_SEGMENTS * 256 * 3 + 4], err[160];
+    size_t plen = href_len(k->parent);
+    struct resource *r;
+
+    if (k->n++ >= LINKFMT_MAX_CHILDREN || child->path == NULL)
+        return k->n > LINKFMT_MAX_CHILDREN;
+    /* the parent's href ("/" for the root subtree), '/', the child's relative path */
+    if (snprintf(path, sizeof path, "%.*s/%s", plen == 1 ? 0 : (int)plen, k->parent->path,
+                 child->path) >= (int)sizeof path)
+        return 0;
+    d.path = path;
+    d.children = NULL;
+    if ((r = tree_resource_new(&d, sizeof d, NULL, NULL, err, sizeof err)) == NULL) {
+        log_warn("%s: a child not listed: %s", k->parent->path, err);
+        return 0;
+    }
+    if (!r->subtree && matches(r, k->f, k->nf))
+        write_link(k->b, r, r->path, strlen(r->path));
+    tree_resource_free(r);
+    return 0;
+}
+
 char *
 linkfmt_build(const struct tree *t, const struct linkfmt_filter *f, unsigned nf, size_t *len)
 {
     struct sbuf b = {0};
-    int first = 1;
 
     sb_put(&b, "", 0);
     for (const struct resource *r = t->first; r; r = r->next) {
-        char num[32];
-
-        if (r->hidden || !matches(r, f, nf))
+        if (r->hidden)
             continue;
-        if (!first)
-            sb_str(&b, ",");
-        first = 0;
-        sb_str(&b, "<");
-        sb_put(&b, r->path, href_len(r));
-        sb_str(&b, ">");
-        if (r->rt)
-            sb_attr(&b, "rt", r->rt);
-        if (r->iface)
-            sb_attr(&b, "if", r->iface);
-        if (r->ct && r->ct[0] != MOONLET_CT_END) {
-            /* RFC 7252 §7.2.1: one ct is a number, several a quoted space-separated list */
-            if (r->ct[1] == MOONLET_CT_END) {
-                snprintf(num, sizeof num, ";ct=%d", r->ct[0]);
-                sb_str(&b, num);
-            } else {
-                sb_str(&b, ";ct=\"");
-                for (const int *c = r->ct; *c != MOONLET_CT_END; c++) {
-                    snprintf(num, sizeof num, c == r->ct ? "%d" : " %d", *c);
-                    sb_str(&b, num);
-                }
-                sb_str(&b, "\"");
-            }
+        if (matches(r, f, nf))
+            write_link(&b, r, r->path, href_len(r));
+        if (r->has_kids && r->unit && r->unit->rt->children) {
+            struct kids k = {&b, r, f, nf, 0};
+
+            r->unit->rt->children((struct resource *)r, kid_emit, &k);
         }
-        if (r->sz > 0) {
-            snprintf(num, sizeof num, ";sz=%ld", r->sz);
-            sb_str(&b, num);
-        }
-        if (r->obs)
-            sb_str(&b, ";obs");
-        if (r->title)
-            sb_attr(&b, "title", r->title);
-        for (unsigned i = 0; i < r->nextra; i++)
-            sb_attr(&b, r->extra[i].name, r->extra[i].value);
     }
     if (b.err) {
         free(b.p);
@@ -280,6 +328,17 @@ wkc_get(moonlet_req *req, moonlet_resp *resp, void *ud)
         free(doc);
         return rc;
     }
+    if (t->kids) {     /* subtrees list children that change unseen: built every time */
+        size_t len;
+        char *doc = linkfmt_build(t, NULL, 0, &len);
+        int rc;
+
+        if (doc == NULL)
+            return MOONLET_ENOMEM;
+        rc = answer(resp, doc, len);
+        free(doc);
+        return rc;
+    }
     if (w->doc == NULL || w->gen != t->generation) {
         free(w->doc);
         w->doc = linkfmt_build(t, NULL, 0, &w->len);
@@ -302,7 +361,7 @@ wkc_drop(struct resource *r, union handler h)
 }
 
 /* the C runtime for the call; the drop frees the cache with the resource */
-static const struct runtime wkc_runtime = {"builtin", runtime_c_call, wkc_drop};
+static const struct runtime wkc_runtime = {"builtin", runtime_c_call, wkc_drop, NULL};
 
 int
 linkfmt_register(struct server *srv)

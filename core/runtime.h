@@ -15,6 +15,7 @@ struct server;
 /* What a resource stores per method: a C function or a runtime's own reference. */
 union handler {
     moonlet_handler fn;
+    moonlet_children_cb children;
     long ref;
 };
 
@@ -24,11 +25,14 @@ struct runtime {
     int (*call)(struct resource *r, union handler h, moonlet_req *req, moonlet_resp *resp);
     /* Release a handler reference when its resource goes away (may be NULL). */
     void (*drop)(struct resource *r, union handler h);
+    /* List the children of subtree r (resource.kids) through emit (moonlet.h). */
+    int (*children)(struct resource *r, moonlet_child_emit emit, void *ctx);
 };
 
 extern const struct runtime runtime_c;
 /* The C runtime's call, for built-in runtimes that differ only in how they drop. */
 int runtime_c_call(struct resource *r, union handler h, moonlet_req *req, moonlet_resp *resp);
+int runtime_c_children(struct resource *r, moonlet_child_emit emit, void *ctx);
 
 struct loader;
 struct conf_item;

@@ -10,4 +10,10 @@ runtime_c_call(struct resource *r, union handler h, moonlet_req *req, moonlet_re
     return h.fn(req, resp, r->ud);
 }
 
-const struct runtime runtime_c = {"c", runtime_c_call, NULL};
+int
+runtime_c_children(struct resource *r, moonlet_child_emit emit, void *ctx)
+{
+    return r->kids.children((moonlet_resource *)r, emit, ctx, r->ud);
+}
+
+const struct runtime runtime_c = {"c", runtime_c_call, NULL, runtime_c_children};

@@ -223,6 +223,8 @@ tree_resource_free(struct resource *r)
         for (unsigned i = 0; i < TREE_METHODS; i++)
             if (r->has[i])
                 r->unit->rt->drop(r, r->h[i]);
+    if (r->has_kids && r->unit && r->unit->rt->drop)
+        r->unit->rt->drop(r, r->kids);
     free(r->key);
     free(r->path);
     free(r->rt);
@@ -327,6 +329,13 @@ tree_resource_new(const moonlet_resource_def *def, size_t def_size, void *ud, st
     r->notify_con = d.notify_con;
     r->ud = ud;
     r->body = d.body;
+    if (d.children && !r->subtree) {
+        snprintf(err, errlen, "%s: children are for a subtree (a path ending in \"*\")",
+                 d.path);
+        goto fail;
+    }
+    r->kids.children = d.children;
+    r->has_kids = d.children != NULL;
     {
         moonlet_handler hs[TREE_METHODS] = {d.any, d.get, d.post, d.put, d.del, d.fetch,
                                             d.patch, d.ipatch};
@@ -403,6 +412,7 @@ tree_add(struct tree *t, struct resource *r)
     t->last = r;
     t->count++;
     t->subtrees += r->subtree;
+    t->kids += r->has_kids;
     t->generation++;
     return MOONLET_OK;
 }
@@ -425,6 +435,7 @@ tree_remove(struct tree *t, struct resource *r)
         t->last = r->prev;
     t->count--;
     t->subtrees -= r->subtree;
+    t->kids -= r->has_kids;
     t->generation++;
 }
 

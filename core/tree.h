@@ -38,6 +38,8 @@ struct resource {
     unsigned removed : 1;               /* out of the tree; freed when refs reach 0 */
     unsigned nseg;                      /* segments of its path (a subtree's: the prefix) */
     unsigned refs;                      /* handlers running on it, pendings holding it */
+    unsigned has_kids : 1;              /* a subtree that lists its children (kids) */
+    union handler kids;
     struct attr *extra;
     unsigned nextra;
     union handler h[TREE_METHODS];
@@ -56,6 +58,7 @@ struct tree {
     struct resource *first, *last;
     unsigned long generation;           /* bumped on every change (link-format cache) */
     size_t subtrees;                    /* how many are subtrees: lookups try prefixes */
+    size_t kids;                        /* how many list children: discovery not cached */
     uint64_t next_id;
 };
 

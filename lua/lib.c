@@ -102,7 +102,8 @@ static void
 check_fields(lua_State *L, int t)
 {
     static const char *const known[] = {"path", "rt", "iface", "if", "ct", "sz", "obs",
-                                        "title", "hidden", "attrs", "autonotify", "notify_con", NULL};
+                                        "title", "hidden", "attrs", "autonotify", "notify_con",
+                                        "children", NULL};
 
     lua_pushnil(L);
     while (lua_next(L, t)) {
@@ -119,6 +120,91 @@ check_fields(lua_State *L, int t)
     }
 }
 
+/* What a definition's link attributes point into while it is built. */
+struct def_store {
+    int ct[17];
+    moonlet_attr attrs[33];
+    char arena[2048];
+};
+
+/* rt, iface/if, title, sz, obs, ct, attrs of the table at t into def (values stay on the
+ * stack or in st). Raises on a bad field. */
+static void
+link_fields(lua_State *L, int t, moonlet_resource_def *def, struct def_store *st)
+{
+    unsigned nattr;
+    int nct = 0;
+
+    def->rt = tokens_field(L, t, "rt");
+    def->iface = tokens_field(L, t, "iface");
+    if (def->iface == NULL)
+        def->iface = tokens_field(L, t, "if");
+    lua_getfield(L, t, "title");
+    def->title = luaL_optstring(L, -1, NULL);
+    lua_getfield(L, t, "sz");
+    def->sz = (long)luaL_optinteger(L, -1, 0);
+    lua_getfield(L, t, "obs");
+    def->obs = lua_toboolean(L, -1);
+    lua_getfield(L, t, "ct");
+    if (lua_isinteger(L, -1)) {
+        st->ct[nct++] = (int)lua_tointeger(L, -1);
+    } else if (lua_istable(L, -1)) {
+        for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
+            if (!lua_isinteger(L, -1) || nct == 16)
+                luaL_error(L, "moonlet.resource: ct must be up to 16 integers");
+            st->ct[nct++] = (int)lua_tointeger(L, -1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    } else if (!lua_isnil(L, -1)) {
+        luaL_error(L, "moonlet.resource: ct must be an integer or a list of them");
+    }
+    st->ct[nct] = MOONLET_CT_END;
+    def->ct = nct ? st->ct : NULL;
+    nattr = attrs_field(L, t, st->attrs, 32, st->arena, sizeof st->arena);
+    def->extra = nattr ? st->attrs : NULL;
+}
+
+/* Like lua_slot: marks a subtree whose children a Lua function lists (resource.kids). */
+static int
+lua_kids_slot(moonlet_resource *r, moonlet_child_emit emit, void *ctx, void *ud)
+{
+    (void)r, (void)emit, (void)ctx, (void)ud;
+    return MOONLET_EINVAL;
+}
+
+/* lua_children's protected part (runtime.c arms the instruction budget): the children
+ * function's list -- path strings, or tables of a path and link attributes -- to emit. */
+int
+lib_children_run(lua_State *L)
+{
+    struct lib_kids *k = lua_touserdata(L, 1);
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, (int)k->r->kids.ref);
+    lua_call(L, 0, 1);
+    if (!lua_istable(L, 2))
+        return luaL_error(L, "children must return a list");
+    for (lua_Integer i = 1; lua_rawgeti(L, 2, i) != LUA_TNIL; i++) {
+        moonlet_resource_def def = {0};
+        struct def_store st;
+
+        if (lua_type(L, 3) == LUA_TSTRING) {
+            def.path = lua_tostring(L, 3);
+        } else if (lua_istable(L, 3)) {
+            lua_getfield(L, 3, "path");
+            if ((def.path = lua_tostring(L, -1)) == NULL || lua_type(L, -1) != LUA_TSTRING)
+                return luaL_error(L, "children: entry %d has no path", (int)i);
+            link_fields(L, 3, &def, &st);
+        } else {
+            return luaL_error(L, "children: entry %d is not a path or a table", (int)i);
+        }
+        if (k->emit(k->ctx, &def))
+            break;
+        lua_settop(L, 2);
+    }
+    return 0;
+}
+
 static int
 res_notify(lua_State *L);
 
@@ -129,10 +215,8 @@ l_resource(lua_State *L)
 {
     struct script *sc = script_of(L);
     moonlet_resource_def def = {0};
-    int ct[17], nct = 0, any = 0;
-    moonlet_attr attrs[33];
-    char arena[2048];
-    unsigned nattr;
+    struct def_store store;
+    int any = 0;
     struct resource *r;
     char err[256];
 
@@ -141,40 +225,17 @@ l_resource(lua_State *L)
     lua_getfield(L, 1, "path");
     if ((def.path = lua_tostring(L, -1)) == NULL || lua_type(L, -1) != LUA_TSTRING)
         return luaL_error(L, "moonlet.resource: path (a string) is required");
-    def.rt = tokens_field(L, 1, "rt");
-    def.iface = tokens_field(L, 1, "iface");
-    if (def.iface == NULL)
-        def.iface = tokens_field(L, 1, "if");
-    lua_getfield(L, 1, "title");
-    def.title = luaL_optstring(L, -1, NULL);
-    lua_getfield(L, 1, "sz");
-    def.sz = (long)luaL_optinteger(L, -1, 0);
-    lua_getfield(L, 1, "obs");
-    def.obs = lua_toboolean(L, -1);
+    link_fields(L, 1, &def, &store);
     lua_getfield(L, 1, "hidden");
     def.hidden = lua_toboolean(L, -1);
     lua_getfield(L, 1, "autonotify");
     def.autonotify = lua_toboolean(L, -1);
     lua_getfield(L, 1, "notify_con");
     def.notify_con = lua_toboolean(L, -1);
-    lua_getfield(L, 1, "ct");
-    if (lua_isinteger(L, -1)) {
-        ct[nct++] = (int)lua_tointeger(L, -1);
-    } else if (lua_istable(L, -1)) {
-        for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
-            if (!lua_isinteger(L, -1) || nct == 16)
-                return luaL_error(L, "moonlet.resource: ct must be up to 16 integers");
-            ct[nct++] = (int)lua_tointeger(L, -1);
-            lua_pop(L, 1);
-        }
-        lua_pop(L, 1);
-    } else if (!lua_isnil(L, -1)) {
-        return luaL_error(L, "moonlet.resource: ct must be an integer or a list of them");
-    }
-    ct[nct] = MOONLET_CT_END;
-    def.ct = nct ? ct : NULL;
-    nattr = attrs_field(L, 1, attrs, 32, arena, sizeof arena);
-    def.extra = nattr ? attrs : NULL;
+    lua_getfield(L, 1, "children");
+    if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+        return luaL_error(L, "moonlet.resource: children must be a function");
+    def.children = lua_isnil(L, -1) ? NULL : lua_kids_slot;
     for (int i = 0; i < TREE_METHODS; i++) {
         moonlet_handler *slot[TREE_METHODS] = {&def.any, &def.get, &def.post, &def.put,
                                                &def.del, &def.fetch, &def.patch, &def.ipatch};
@@ -201,6 +262,10 @@ l_resource(lua_State *L)
             continue;
         lua_getfield(L, 1, method_keys[i]);
         r->h[i].ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    if (r->has_kids) {
+        lua_getfield(L, 1, "children");
+        r->kids.ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     if (sc->loading) {
         if (server_register(sc->rt->srv, r) != MOONLET_OK) {

@@ -383,7 +383,28 @@ lua_drop(struct resource *r, union handler h)
             co->res = NULL;
 }
 
-static const struct runtime runtime_lua = {"lua", lua_call_handler, lua_drop};
+/* A subtree's children for /.well-known/core: its function runs on the script's own
+ * state under the instruction budget; an error is logged and lists nothing more. */
+static int
+lua_children(struct resource *r, moonlet_child_emit emit, void *ctx)
+{
+    struct script *sc = (struct script *)r->unit;
+    struct lib_kids k = {r, emit, ctx};
+    int top = lua_gettop(sc->L), rc;
+
+    lua_pushcfunction(sc->L, lib_children_run);
+    lua_pushlightuserdata(sc->L, &k);
+    budget_arm(sc, sc->L);
+    rc = lua_pcall(sc->L, 1, 0, 0);
+    lua_sethook(sc->L, NULL, 0, 0);
+    if (rc != LUA_OK)
+        log_warn("%s: %s: children: %s", sc->path, r->path,
+                 rc == LUA_ERRMEM ? "not enough memory (lua.memory)" : lua_tostring(sc->L, -1));
+    lua_settop(sc->L, top);
+    return MOONLET_OK;
+}
+
+static const struct runtime runtime_lua = {"lua", lua_call_handler, lua_drop, lua_children};
 
 /* ---- loading ------------------------------------------------------------------------- */
 

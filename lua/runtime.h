@@ -85,6 +85,13 @@ void coro_sleep(struct coro *co, double seconds);
 
 /* lib.c: the `moonlet` module (left in the registry as "moonlet"). */
 int lib_open(lua_State *L, struct script *sc);
+/* A subtree's children function, called for discovery (runtime.c: lua_children). */
+struct lib_kids {
+    struct resource *r;
+    moonlet_child_emit emit;
+    void *ctx;
+};
+int lib_children_run(lua_State *L);
 void lib_stop_timers(struct script *sc);
 /* A reload: the new script's moonlet.state becomes a copy of the old one's (plain data).
  * 0, or -1 (out of memory in the new state). */

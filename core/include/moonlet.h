@@ -162,6 +162,18 @@ typedef struct moonlet_attr {
     const char *name, *value;   /* value NULL: a flag attribute (written as just the name) */
 } moonlet_attr;
 
+struct moonlet_resource_def;
+
+/* ABI 1.4. What lies below a subtree, for /.well-known/core: the core calls a resource's
+ * children callback when it builds the discovery document; it calls emit once per child,
+ * with child->path the child's path below the subtree's prefix ("a/b", percent-encoded
+ * where needed, no leading '/') and its link attributes in the other fields (rt, iface,
+ * ct, title, sz, obs, extra; handlers are ignored). emit returns nonzero when the
+ * document is full: stop then. Return MOONLET_OK. */
+typedef int (*moonlet_child_emit)(void *ctx, const struct moonlet_resource_def *child);
+typedef int (*moonlet_children_cb)(moonlet_resource *r, moonlet_child_emit emit, void *ctx,
+                                   void *ud);
+
 typedef struct moonlet_resource_def {
     const char *path;           /* "/sensors/temp"; percent-encoding is decoded per segment */
     const char *rt, *iface;     /* space-separated tokens, no quotes: "temperature c" */
@@ -180,6 +192,9 @@ typedef struct moonlet_resource_def {
      * resource; it hands each piece to body (a body without Block1 as one last piece) and
      * then runs the method handler with an empty payload. */
     moonlet_body_cb body;
+    /* ABI 1.4. For a subtree only: list its children in /.well-known/core (the subtree's
+     * own link comes first). NULL: only the subtree's link. */
+    moonlet_children_cb children;
 } moonlet_resource_def;
 
 /* Register a resource. Call the macro, which passes the struct size.

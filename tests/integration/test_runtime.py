@@ -270,9 +270,29 @@ def t_subtree():
         eq([l[0] for l in link_parse(m.payload.decode())], ["/files"], "?href=/files")
 
 
+@test("a subtree that lists its children (Lua children = function): discovery lists them "
+      "after the subtree's own link, with their attributes and through filters; a child "
+      "added at run time is listed at once, with a new ETag")
+def t_subtree_children():
+    with Server(plugins=[SCRIPT]) as s:
+        c = s.client()
+        links, etag = discovery(c, 0x850)
+        eq(links.get("/files/a.txt"), {}, "the first child")
+        eq(links.get("/files/dir/b%20c.txt"), {"rt": ["file"], "ct": ["0"]}, "the second")
+        m = call(c, GET, "/.well-known/core?rt=file", 0x851)
+        eq([l[0] for l in link_parse(m.payload.decode())], ["/files/dir/b%20c.txt"],
+           "?rt=file")
+        m = call(c, GET, "/.well-known/core?href=/files/a*", 0x852)
+        eq([l[0] for l in link_parse(m.payload.decode())], ["/files/a.txt"], "?href=/files/a*")
+        eq(call(c, PUT, "/files/new.bin", 0x853, b"x").code, CHANGED, "PUT /files/new.bin")
+        links2, etag2 = discovery(c, 0x854)
+        check("/files/new.bin" in links2, "the new child is listed")
+        check(etag2 != etag, "a new ETag")
+
+
 @test("C plugin: POST /t/items creates /t/items/N with moonlet_resource_add in a handler; "
       "GET answers the body; DELETE removes it with moonlet_resource_remove from its own "
-      "handler; /t/tree/* sees moonlet_req_base")
+      "handler; /t/tree/* sees moonlet_req_base and lists its children")
 def t_plugin():
     with Server(plugins=[plugin("t_runtime")]) as s:
         c = s.client()
@@ -290,6 +310,9 @@ def t_plugin():
         eq(call(c, GET, "/t/items/2", 0x902).payload, b"def", "the other one stays")
         rc, out, err = coap_client(url(s, "/t/tree/x/y"))
         eq(out.strip(), "base=2 rest=x/y", "subtree")
+        links, _ = discovery(c, 0x903)
+        eq((links.get("/t/tree"), links.get("/t/tree/x"), links.get("/t/tree/y/z")),
+           ({}, {}, {"rt": ["leaf"], "obs": [None]}), "the subtree and its children")
 
 
 if __name__ == "__main__":

@@ -49,9 +49,13 @@ if moonlet.conf("keep", "yes") == "yes" then
   for id in pairs(state.things) do thing(id) end
 end
 
+state.files = state.files or { "a.txt", { path = "dir/b%20c.txt", rt = "file", ct = 0 } }
 moonlet.resource{ path = "/files/*", rt = "files", get = function(req)
   return moonlet.CONTENT, "path=" .. req.path .. " rest=" .. table.concat(req.rest, "/")
-end }
+end, put = function(req)           -- PUT /files/NAME adds NAME to the children
+  state.files[#state.files + 1] = table.concat(req.rest, "/")
+  return moonlet.CHANGED
+end, children = function() return state.files end }
 moonlet.resource{ path = "/files/exact", get = function() return moonlet.CONTENT, "exact" end }
 
 local big = {}

@@ -2,7 +2,8 @@
  * t_runtime.c -- run-time resources from a C plugin (ABI 1.4): POST /t/items with a body
  * creates /t/items/N (2.01, Location-Path t/items/N) whose GET answers the body and whose
  * DELETE removes it from inside its own handler; /t/tree/ * (a subtree) answers the rest
- * of the path and how many segments the resource's own path has.
+ * of the path and how many segments the resource's own path has, and lists the children
+ * x and y/z in /.well-known/core.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,11 +98,24 @@ tree_get(moonlet_req *req, moonlet_resp *resp, void *ud)
     return moonlet_resp_payload(resp, buf, (size_t)n);
 }
 
+/* /t/tree/ * lists two children in /.well-known/core */
+static int
+tree_children(moonlet_resource *r, moonlet_child_emit emit, void *ctx, void *ud)
+{
+    const moonlet_resource_def x = {.path = "x"}, yz = {.path = "y/z", .rt = "leaf", .obs = 1};
+
+    (void)r, (void)ud;
+    if (emit(ctx, &x) == 0)
+        emit(ctx, &yz);
+    return MOONLET_OK;
+}
+
 static int
 init(moonlet_plugin *p, const moonlet_conf *conf)
 {
     const moonlet_resource_def list = {.path = "/t/items", .post = items_post};
-    const moonlet_resource_def tree = {.path = "/t/tree/*", .get = tree_get};
+    const moonlet_resource_def tree = {.path = "/t/tree/*", .get = tree_get,
+                                       .children = tree_children};
 
     (void)conf;
     plugin = p;
