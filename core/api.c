@@ -39,8 +39,10 @@ moonlet_req_path(const moonlet_req *req)
         for (size_t j = 0; j < req->seg[i].len; j++) {
             unsigned char c = req->seg[i].p[j];
 
-            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                (c && strchr("-._~!$&'()*+=:@", c)))
+            if (req->seg[i].len == 1 && c == '*')   /* a raw one would end a subtree's path */
+                o += sprintf(o, "%%2A");
+            else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                     (c >= '0' && c <= '9') || (c && strchr("-._~!$&'()*+=:@", c)))
                 *o++ = (char)c;
             else
                 o += sprintf(o, "%%%02X", c);

@@ -64,8 +64,8 @@ hexval(int c)
  * segment "*" makes a subtree: the prefix's key and a 0 (no real segment is empty), and
  * *nsegp counts the prefix only. A literal "*" segment is written "%2A". */
 static int
-path_key(const char *path, uint8_t *key, size_t *keylen, unsigned *nsegp, char *err,
-         size_t errlen)
+path_key(const char *path, uint8_t *key, size_t *keylen, unsigned *nsegp, int *subtree,
+         char *err, size_t errlen)
 {
     size_t k = 0;
     unsigned nseg = 0;
@@ -76,6 +76,7 @@ path_key(const char *path, uint8_t *key, size_t *keylen, unsigned *nsegp, char *
         return -1;
     }
     *nsegp = 0;
+    *subtree = 0;
     if (p[1] == '\0') {     /* "/": the root, no segments */
         *keylen = 0;
         return 0;
@@ -83,6 +84,7 @@ path_key(const char *path, uint8_t *key, size_t *keylen, unsigned *nsegp, char *
     while (*p == '/') {
         if (p[1] == '*' && p[2] == '\0') {
             key[k++] = 0;   /* the subtree marker */
+            *subtree = 1;
             break;
         }
         size_t lenpos = k++, n = 0;
@@ -149,8 +151,10 @@ key_path(const uint8_t *key, size_t keylen)
         for (size_t j = 0; j < n; j++, i++) {
             int c = key[i];
 
-            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                (c && strchr(keep, c)))
+            if (n == 1 && c == '*')                 /* a segment "*" is the marker's */
+                o += sprintf(o, "%%2A");
+            else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                     (c >= '0' && c <= '9') || (c && strchr(keep, c)))
                 *o++ = (char)c;
             else
                 o += sprintf(o, "%%%02X", c);
@@ -255,11 +259,11 @@ tree_resource_new(const moonlet_resource_def *def, size_t def_size, void *ud, st
     size_t keylen;
     struct resource *r;
     unsigned nseg;
-    int fail = 0;
+    int fail = 0, subtree;
 
     /* read only the fields the caller's struct has (ABI growth, moonlet.h) */
     memcpy(&d, def, def_size < sizeof d ? def_size : sizeof d);
-    if (path_key(d.path, key, &keylen, &nseg, err, errlen) < 0)
+    if (path_key(d.path, key, &keylen, &nseg, &subtree, err, errlen) < 0)
         return NULL;
     if ((d.rt && !tokens_ok(d.rt)) || (d.iface && !tokens_ok(d.iface))) {
         snprintf(err, errlen, "%s: rt/if must be space-separated tokens without quotes",
@@ -277,7 +281,7 @@ tree_resource_new(const moonlet_resource_def *def, size_t def_size, void *ud, st
     r->serial = ++serials;
     r->keylen = keylen;
     r->nseg = nseg;
-    r->subtree = keylen > 0 && key[keylen - 1] == 0;
+    r->subtree = subtree != 0;     /* not the last key byte: a segment may end in NUL */
     r->hash = key_hash(key, keylen);
     if ((r->key = malloc(keylen + 1)) == NULL || (r->path = key_path(key, keylen)) == NULL)
         goto nomem;
@@ -471,9 +475,10 @@ tree_find_path(const struct tree *t, const char *path)
     uint8_t key[KEY_MAX + 1];
     size_t keylen;
     unsigned nseg;
+    int subtree;
     char err[80];
 
-    if (path_key(path, key, &keylen, &nseg, err, sizeof err) < 0)
+    if (path_key(path, key, &keylen, &nseg, &subtree, err, sizeof err) < 0)
         return NULL;
     return *slot(t, key_hash(key, keylen), key, keylen);
 }

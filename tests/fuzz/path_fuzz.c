@@ -17,7 +17,7 @@
 #include "discovery.h"
 #include "msg.h"
 
-#define KEY_BYTES (REQ_MAX_SEGMENTS * 256)
+#define KEY_BYTES (REQ_MAX_SEGMENTS * 256 + 1)  /* and a subtree marker */
 #define MAX_PIECES 32
 
 static int
@@ -125,14 +125,38 @@ encoded_path(const struct view *seg, unsigned nseg)
     return s;
 }
 
-/* tree_find agrees with a linear scan (no segment is empty or over 255 bytes in a
- * registered path), and with tree_find_path on the path the segments spell. */
+/* What a request for these segments should find, by linear scans: the resource of exactly
+ * this path, else the subtree (key: its prefix's, then a 0) of the longest prefix. */
+static const struct resource *
+oracle_find(const struct tree *t, const struct view *seg, unsigned nseg, const struct resource **exact)
+{
+    uint8_t key[KEY_BYTES + 1];
+    size_t k = 0, ends[REQ_MAX_SEGMENTS + 1] = {0};
+    const struct resource *r;
+
+    for (unsigned i = 0; i < nseg; i++) {
+        key[k++] = (uint8_t)seg[i].len;
+        memcpy(key + k, seg[i].p, seg[i].len);
+        k += seg[i].len;
+        ends[i + 1] = k;
+    }
+    if ((*exact = r = scan(t, key, k)) != NULL)
+        return r;
+    for (unsigned i = nseg + 1; i-- > 0;) {
+        key[ends[i]] = 0;
+        if ((r = scan(t, key, ends[i] + 1)) != NULL)
+            return r;
+    }
+    return NULL;
+}
+
+/* tree_find agrees with linear scans (no segment is empty or over 255 bytes in a
+ * registered path), and with tree_find_path, which is exact, on the path the segments
+ * spell. */
 static void
 check_lookup(const struct tree *t, const struct view *seg, unsigned nseg)
 {
-    const struct resource *r = tree_find(t, seg, nseg), *want = NULL;
-    uint8_t key[KEY_BYTES];
-    size_t k = 0;
+    const struct resource *r = tree_find(t, seg, nseg), *want, *exact;
     char *path;
 
     for (unsigned i = 0; i < nseg; i++) {
@@ -140,14 +164,11 @@ check_lookup(const struct tree *t, const struct view *seg, unsigned nseg)
             CHECK(r == NULL);
             return;
         }
-        key[k++] = (uint8_t)seg[i].len;
-        memcpy(key + k, seg[i].p, seg[i].len);
-        k += seg[i].len;
     }
-    want = scan(t, key, k);
+    want = oracle_find(t, seg, nseg, &exact);
     CHECK(r == want);
     path = encoded_path(seg, nseg);
-    CHECK(tree_find_path(t, path) == want);
+    CHECK(tree_find_path(t, path) == exact);
     free(path);
 }
 
@@ -232,9 +253,14 @@ path_valid(const char *p, uint8_t *key, size_t *klen)
         return 1;
     }
     while (*p == '/') {
-        size_t lenpos = k++, n = 0;
+        size_t lenpos, n = 0;
         int c;
 
+        if (p[1] == '*' && p[2] == '\0') {     /* a subtree: its prefix's key, then 0 */
+            key[k++] = 0;
+            break;
+        }
+        lenpos = k++;
         if (++nseg > REQ_MAX_SEGMENTS)
             return 0;
         for (p++; *p && *p != '/'; n++) {
@@ -288,7 +314,8 @@ name_valid(const char *s)
 }
 
 /* tree.c writes kept_raw bytes raw and every other byte as %XX in upper-case hex, so a
- * key has one spelling. */
+ * key has one spelling; a segment that is just "*" is written %2A (a raw one ends a
+ * subtree's path). */
 static void
 check_canonical(const struct resource *r)
 {
@@ -300,7 +327,8 @@ check_canonical(const struct resource *r)
     for (const char *p = r->path; *p; p++) {
         if (*p == '%') {
             CHECK(upper_hex(p[1]) && upper_hex(p[2]));
-            CHECK(!kept_raw(hexval(p[1]) << 4 | hexval(p[2])));
+            CHECK(!kept_raw(hexval(p[1]) << 4 | hexval(p[2])) ||
+                  (p[-1] == '/' && p[1] == '2' && p[2] == 'A' && (p[3] == '/' || !p[3])));
             p += 2;
         } else {
             CHECK(*p == '/' || kept_raw((unsigned char)*p));
@@ -384,9 +412,15 @@ check_found(const struct tree *t, const char *p)
     want = scan(t, key, klen);
     CHECK(want != NULL);
     CHECK(tree_find_path(t, p) == want && tree_find_path(t, want->path) == want);
-    for (size_t i = 0; i < klen; i += 1 + key[i])
+    for (size_t i = 0; i < klen && key[i] != 0; i += 1 + key[i])   /* not the marker */
         seg[nseg++] = (struct view){key + i + 1, key[i]};
-    CHECK(tree_find(t, seg, nseg) == want);
+    if (!want->subtree) {
+        CHECK(tree_find(t, seg, nseg) == want);
+    } else {    /* the prefix: its exact resource if there is one, else this subtree */
+        const struct resource *exact, *r = oracle_find(t, seg, nseg, &exact);
+
+        CHECK(tree_find(t, seg, nseg) == r && (exact != NULL || r == want));
+    }
 }
 
 /* The document of t is strict link-format with exactly its resources and attributes. */

@@ -239,6 +239,9 @@ test_subtree(void)
     T_OK(find(t, "a/b/c") == abc && find(t, "a/b/c/d/e") == abc, "the longest prefix wins");
     T_OK(find(t, "a/b/x") == a, "/a/b is exact only: /a/b/x falls to /a/*");
     T_OK(find(t, "a/*") == star, "a segment '*' in a request is a plain segment");
+    T_EQ_MEM(star->path, strlen(star->path), "/a/%2A", 6,
+             "a literal segment '*' is written %%2A (a raw one ends a subtree's path)");
+    T_OK(tree_find_path(t, star->path) == star, "and found by that spelling (path_fuzz)");
     T_OK(find(t, "z") == all && tree_find(t, none, 0) == all, "/* owns the rest, / too");
     T_OK(tree_find_path(t, "/a/*") == a && tree_find_path(t, "/a") == NULL,
          "tree_find_path is exact");
