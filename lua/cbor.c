@@ -1,24 +1,60 @@
 /*
- * cbor.c -- moonlet.cbor (RFC 8949) over libcbor, and moonlet.json over lua-cjson, made safe
- * for untrusted payloads: decoding allocates only Lua memory (lua.memory), at most a fixed
- * multiple of the input, nests at most CBOR_DEPTH deep, and answers nil, err for bad data.
+ * cbor.c -- moonlet.cbor (RFC 8949) over libcbor, made safe for untrusted payloads: decoding
+ * allocates only Lua memory (lua.memory), at most a fixed multiple of the input, nests at most
+ * CBOR_DEPTH deep, and answers nil, err for bad data. Tagged items (§3.4) are dropped to their
+ * content or, on request (and in req.body), kept as moonlet.cbor.tagged tables that encode
+ * back to the same tag.
  */
 #include <cbor.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "codec.h"
+#include "linkparse.h"
 #include "runtime.h"
 
-#define CBOR_DEPTH 32 /* arrays and maps inside one another, CBOR and JSON alike */
+#define CBOR_DEPTH CODEC_DEPTH
 /* Lua does not seed its hash of numbers: keys chosen to share one chain would make
  * decoding a map quadratic (20,000 multiples of 32767: 1.8 s). Integers within +-65536 can
  * only share a chain by a bounded amount; other numbers are limited per map. */
 #define CBOR_SMALL_KEY 65536
 #define CBOR_WIDE_KEYS 256
-#define JSON_DEPTH CBOR_DEPTH
+#define TAGGED "moonlet.cbor.tagged" /* the metatable of a kept tag: {tag =, value =, bytes =} */
 
-/* Encoding writes integers in their shortest form (§4.2.1); a table is an array when it is a
- * sequence 1..n, else a map. */
+/* ---- encoding --------------------------------------------------------------------------
+ * Integers in their shortest form (§4.2.1); a table is an array when it is a sequence 1..n,
+ * else a map; a string is a text string when it is UTF-8, else a byte string (§3.1: major
+ * type 3 is UTF-8, §5.3.1: an item breaking that is invalid). The encoder runs in a
+ * protected call and may raise anywhere: what it holds is listed, and freed by the caller. */
+
+struct enc {
+    lua_State *L;
+    unsigned char *buf;                      /* the serialised item */
+    int nheld;
+    cbor_item_t *held[2 * (CBOR_DEPTH + 2)]; /* a container per level, and a map's key */
+};
+
+static void
+hold(struct enc *e, cbor_item_t *item)
+{
+    e->held[e->nheld++] = item;
+}
+
+static cbor_item_t *
+release(struct enc *e)
+{
+    return e->held[--e->nheld];
+}
+
+static cbor_item_t *
+built(struct enc *e, cbor_item_t *item)
+{
+    if (item == NULL)
+        luaL_error(e->L, "out of memory");
+    return item;
+}
+
 static cbor_item_t *
 uint_item(uint64_t v)
 {
@@ -56,95 +92,192 @@ is_sequence(lua_State *L, int idx, size_t *n)
     return count == len && len > 0;
 }
 
-static cbor_item_t *
-encode(lua_State *L, int idx, int depth)
+/* Whether the value at idx has the metatable moonlet.cbor.tagged */
+static int
+is_tagged(lua_State *L, int idx)
 {
+    int r;
+
+    if (!lua_getmetatable(L, idx))
+        return 0;
+    luaL_getmetatable(L, TAGGED);
+    r = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return r;
+}
+
+static cbor_item_t *encode(struct enc *e, int idx, int depth);
+
+static cbor_item_t *
+encode_string(struct enc *e, int idx, int bytes)
+{
+    size_t n;
+    const char *s = lua_tolstring(e->L, idx, &n);
+
+    if (bytes || linkparse_utf8_prefix(s, n) < n)
+        return built(e, cbor_build_bytestring((cbor_data)s, n));
+    return built(e, cbor_build_stringn(s, n));
+}
+
+/* {tag = N, value = v [, bytes = true]}: tag N (§3.4) over v; bytes makes a string v a byte
+ * string. A tag number above 2^63-1 is the negative integer with its 64 bits. */
+static cbor_item_t *
+encode_tagged(struct enc *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    cbor_item_t *content, *item;
+    uint64_t tag;
+    int bytes;
+
+    lua_pushliteral(L, "tag");
+    if (lua_rawget(L, idx) != LUA_TNUMBER || !lua_isinteger(L, -1))
+        luaL_error(L, "a moonlet.cbor.tagged table needs an integer tag");
+    tag = (uint64_t)lua_tointeger(L, -1);
+    lua_pushliteral(L, "bytes");
+    bytes = lua_rawget(L, idx) != LUA_TNIL && lua_toboolean(L, -1);
+    lua_pushliteral(L, "value");
+    if (lua_rawget(L, idx) == LUA_TSTRING && bytes)
+        content = encode_string(e, lua_gettop(L), 1);
+    else
+        content = encode(e, lua_gettop(L), depth + 1);
+    lua_pop(L, 3);
+    item = cbor_build_tag(tag, content);    /* holds its own reference to content */
+    cbor_decref(&content);
+    return built(e, item);
+}
+
+static cbor_item_t *
+encode_array(struct enc *e, int idx, size_t n, int depth)
+{
+    cbor_item_t *item = built(e, cbor_new_definite_array(n));
+
+    hold(e, item);
+    for (size_t i = 1; i <= n; i++) {
+        cbor_item_t *v;
+        int ok;
+
+        lua_rawgeti(e->L, idx, (lua_Integer)i);
+        v = encode(e, lua_gettop(e->L), depth + 1);
+        lua_pop(e->L, 1);
+        ok = cbor_array_push(item, v);      /* takes a reference of its own */
+        cbor_decref(&v);
+        if (!ok)
+            luaL_error(e->L, "out of memory");
+    }
+    return release(e);
+}
+
+static cbor_item_t *
+encode_map(struct enc *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    cbor_item_t *item;
+    size_t n = 0;
+
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        n++;
+    }
+    item = built(e, cbor_new_definite_map(n));
+    hold(e, item);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        cbor_item_t *k = encode(e, lua_gettop(L) - 1, depth + 1), *v;
+        int ok;
+
+        hold(e, k);
+        v = encode(e, lua_gettop(L), depth + 1);
+        release(e);
+        lua_pop(L, 1);
+        ok = cbor_map_add(item, (struct cbor_pair){.key = k, .value = v});
+        cbor_decref(&k);
+        cbor_decref(&v);
+        if (!ok)
+            luaL_error(L, "out of memory");
+    }
+    return release(e);
+}
+
+static cbor_item_t *
+encode(struct enc *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+
     if (depth > CBOR_DEPTH)
-        luaL_error(L, "moonlet.cbor.encode: nested deeper than %d (a cycle?)", CBOR_DEPTH);
+        luaL_error(L, "nested deeper than %d (a cycle?)", CBOR_DEPTH);
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
-        return cbor_new_null();
+        return built(e, cbor_new_null());
     case LUA_TBOOLEAN:
-        return cbor_build_bool(lua_toboolean(L, idx));
+        return built(e, cbor_build_bool(lua_toboolean(L, idx)));
     case LUA_TNUMBER:
         if (lua_isinteger(L, idx)) {
             lua_Integer v = lua_tointeger(L, idx);
 
-            return v >= 0 ? uint_item((uint64_t)v) : negint_item((uint64_t)(-(v + 1)));
+            return built(e, v >= 0 ? uint_item((uint64_t)v)
+                                   : negint_item((uint64_t)(-(v + 1))));
         } else {
             double d = lua_tonumber(L, idx);
 
-            return (double)(float)d == d ? cbor_build_float4((float)d) : cbor_build_float8(d);
+            return built(e, (double)(float)d == d ? cbor_build_float4((float)d)
+                                                  : cbor_build_float8(d));
         }
-    case LUA_TSTRING: {
-        size_t n;
-        const char *s = lua_tolstring(L, idx, &n);
-
-        return cbor_build_stringn(s, n);
-    }
+    case LUA_TSTRING:
+        return encode_string(e, idx, 0);
     case LUA_TTABLE: {
         size_t n;
-        cbor_item_t *item;
 
-        luaL_checkstack(L, 4, "cbor");
-        if (is_sequence(L, idx, &n)) {
-            item = cbor_new_definite_array(n);
-            for (size_t i = 1; item && i <= n; i++) {
-                cbor_item_t *v;
-
-                lua_rawgeti(L, idx, (lua_Integer)i);
-                v = encode(L, lua_gettop(L), depth + 1);
-                lua_pop(L, 1);
-                if (v == NULL || !cbor_array_push(item, cbor_move(v)))
-                    return NULL;
-            }
-            return item;
-        }
-        n = 0;
-        lua_pushnil(L);
-        while (lua_next(L, idx)) {
-            lua_pop(L, 1);
-            n++;
-        }
-        item = cbor_new_definite_map(n);
-        lua_pushnil(L);
-        while (item && lua_next(L, idx)) {
-            cbor_item_t *k = encode(L, lua_gettop(L) - 1, depth + 1);
-            cbor_item_t *v = encode(L, lua_gettop(L), depth + 1);
-
-            lua_pop(L, 1);
-            if (k == NULL || v == NULL ||
-                !cbor_map_add(item, (struct cbor_pair){.key = cbor_move(k), .value = cbor_move(v)}))
-                return NULL;
-        }
-        return item;
+        luaL_checkstack(L, 6, "cbor");
+        if (is_tagged(L, idx))
+            return encode_tagged(e, idx, depth);
+        if (is_sequence(L, idx, &n))
+            return encode_array(e, idx, n, depth);
+        return encode_map(e, idx, depth);
     }
     default:
-        luaL_error(L, "moonlet.cbor.encode: cannot encode a %s", luaL_typename(L, idx));
-        return NULL;
+        return luaL_error(L, "cannot encode a %s", luaL_typename(L, idx)), NULL;
     }
+}
+
+/* encode(value) -> its CBOR, serialised into a string; on the stack: e, value */
+static int
+encode_protected(lua_State *L)
+{
+    struct enc *e = lua_touserdata(L, 1);
+    cbor_item_t *item = encode(e, 2, 0);
+    size_t size = 0, len = cbor_serialize_alloc(item, &e->buf, &size);
+
+    cbor_decref(&item);
+    if (len == 0)
+        return luaL_error(L, "out of memory");
+    lua_pushlstring(L, (const char *)e->buf, len);
+    return 1;
 }
 
 int
 lcbor_encode(lua_State *L)
 {
-    cbor_item_t *item;
-    unsigned char *buf = NULL;
-    size_t size = 0, len;
+    struct enc e = {.L = L, .buf = NULL, .nheld = 0};
+    int rc;
 
     luaL_checkany(L, 1);
     lua_settop(L, 1);
-    if ((item = encode(L, 1, 0)) == NULL)
-        return luaL_error(L, "moonlet.cbor.encode: out of memory");
-    len = cbor_serialize_alloc(item, &buf, &size);
-    cbor_decref(&item);
-    if (len == 0) {
-        free(buf);
-        return luaL_error(L, "moonlet.cbor.encode: out of memory");
+    lua_pushcfunction(L, encode_protected);
+    lua_pushlightuserdata(L, &e);
+    lua_pushvalue(L, 1);
+    rc = lua_pcall(L, 2, 1, 0);
+    free(e.buf);
+    while (e.nheld > 0) {
+        cbor_item_t *item = release(&e);
+
+        cbor_decref(&item);
     }
-    lua_pushlstring(L, (const char *)buf, len);
-    free(buf);
-    return 1;
+    if (rc == LUA_OK)
+        return 1;
+    if (rc == LUA_ERRMEM)
+        return luaL_error(L, "moonlet.cbor.encode: out of memory");
+    return luaL_error(L, "moonlet.cbor.encode: %s", lua_tostring(L, -1));
 }
 
 /* ---- decoding: libcbor's streaming decoder reads one head at a time, we build the value -- */
@@ -273,6 +406,7 @@ struct dec {
     cbor_data s;
     size_t len, pos;
     size_t promised; /* input bytes that pre-sized tables still count on for their elements */
+    int keep_tags;
 };
 
 static void
@@ -473,8 +607,40 @@ push_value(struct dec *d, const struct head *h, size_t at, int depth)
     }
 }
 
-/* One data item, pushed. A tag is read and dropped: the value is the tagged item's (§3.4),
- * and a chain of tags costs neither stack nor memory. */
+/* The metatable of kept tags, pushed (made the first time). */
+static void
+push_tagged_mt(lua_State *L)
+{
+    luaL_newmetatable(L, TAGGED);   /* its __name is TAGGED */
+}
+
+/* A kept tag (§3.4): {tag = N, value = content}, with bytes = true when the content is a
+ * byte string, so that encoding writes the same major type back. A tag is a level of
+ * nesting: the table holds its content. */
+static void
+push_tagged(struct dec *d, uint64_t tag, size_t at, int depth)
+{
+    lua_State *L = d->L;
+    int bytes;
+
+    if (depth >= CBOR_DEPTH)
+        dec_fail(d, at, lua_pushfstring(L, "nested deeper than %d", CBOR_DEPTH));
+    bytes = d->pos < d->len && d->s[d->pos] >> 5 == 2;
+    lua_createtable(L, 0, bytes ? 3 : 2);
+    lua_pushinteger(L, (lua_Integer)tag);
+    lua_setfield(L, -2, "tag");
+    item(d, depth + 1);
+    lua_setfield(L, -2, "value");
+    if (bytes) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "bytes");
+    }
+    push_tagged_mt(L);
+    lua_setmetatable(L, -2);
+}
+
+/* One data item, pushed. A tag is kept (keep_tags), or read and dropped: the value is then
+ * the tagged item's, and a chain of tags costs neither stack nor memory. */
 static void
 item(struct dec *d, int depth)
 {
@@ -484,6 +650,10 @@ item(struct dec *d, int depth)
     do {
         at = d->pos;
         head_next(d, &h);
+        if (h.kind == H_TAG && d->keep_tags) {
+            push_tagged(d, h.n, at, depth);
+            return;
+        }
     } while (h.kind == H_TAG);
     push_value(d, &h, at, depth);
 }
@@ -510,173 +680,84 @@ format_protected(lua_State *L)
     return 1;
 }
 
-/* Returns nil and fmt formatted with n (its one %I), made where a memory error is caught:
- * short even of that memory, Lua's own "not enough memory" stands in. */
-static int
-fail_with(lua_State *L, const char *fmt, lua_Integer n)
+/* Pushes fmt formatted with n (its one %I), made where a memory error is caught: short even
+ * of that memory, Lua's own "not enough memory" stands in. */
+static void
+push_message(lua_State *L, const char *fmt, lua_Integer n)
 {
-    lua_pushnil(L);
     lua_pushcfunction(L, format_protected);
     lua_pushlightuserdata(L, (void *)fmt);
     lua_pushinteger(L, n);
     lua_pcall(L, 2, 1, 0);
-    return 2;
 }
 
-/* Returns nil and the message on top of the stack. */
-static int
-fail_message(lua_State *L)
+enum codec_status
+lcbor_decode_value(lua_State *L, const char *s, size_t len, int keep_tags)
 {
+    struct dec d = {.L = L, .s = (cbor_data)s, .len = len, .keep_tags = keep_tags};
+    int rc;
+
+    lua_pushcfunction(L, decode_protected);
+    lua_pushlightuserdata(L, &d);
+    rc = lua_pcall(L, 1, 1, 0);
+    if (rc == LUA_OK)
+        return CODEC_OK;
+    if (rc == LUA_ERRMEM) {
+        lua_pop(L, 1);
+        push_message(L, "CBOR: not enough memory (lua.memory) at byte %I", (lua_Integer)d.pos);
+        return CODEC_NOMEM;
+    }
+    return CODEC_MALFORMED;
+}
+
+/* decode(s [, {tags = true}]) -> value, or nil and "CBOR: what at byte N" */
+int
+lcbor_decode(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len); /* misuse raises; data never does */
+    int keep = 0;
+
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "tags");
+        keep = lua_toboolean(L, -1);
+    }
+    lua_settop(L, 1);
+    if (lcbor_decode_value(L, s, len, keep) == CODEC_OK)
+        return 1;
     lua_pushnil(L);
     lua_insert(L, -2);
     return 2;
 }
 
-int
-lcbor_decode(lua_State *L)
-{
-    struct dec d = {.L = L};
-    int rc;
-
-    d.s = (cbor_data)luaL_checklstring(L, 1, &d.len); /* misuse raises; data never does */
-    lua_settop(L, 1);
-    lua_pushcfunction(L, decode_protected);
-    lua_pushlightuserdata(L, &d);
-    rc = lua_pcall(L, 1, 1, 0);
-    if (rc == LUA_OK)
-        return 1;
-    if (rc == LUA_ERRMEM)
-        return fail_with(L, "CBOR: not enough memory (lua.memory) at byte %I", (lua_Integer)d.pos);
-    return fail_message(L);
-}
-
-/* ---- JSON: lua-cjson (Debian lua-cjson 2.1), linked in --------------------------------- */
-
-int luaopen_cjson(lua_State *L);
-
-/*
- * The most lua-cjson's decode of s can allocate (Lua 5.4, 64-bit), from a scan of its tokens:
- * a table per '[' or '{'; an element per ',' and per table (for its first), a hash node of 24
- * bytes, three at the peak of a doubling (an array slot takes less); a string per '"' pair, its
- * header and terminator, its text bounded by the input. The Lua stack is left out: lua-cjson
- * grows it with lua_checkstack, which fails as a plain error.
- */
-#define JSON_TABLE 56
-#define JSON_ELEMENT 72
-#define JSON_STRING 25
-#define JSON_SLACK 4096
-
-static size_t
-json_need(const char *s, size_t len)
-{
-    size_t tables = 0, elements = 1, strings = 0;
-    int in_string = 0;
-
-    for (size_t i = 0; i < len; i++) {
-        if (in_string) {
-            if (s[i] == '\\')
-                i++;
-            else if (s[i] == '"')
-                in_string = 0;
-        } else if (s[i] == '"') {
-            in_string = 1;
-            strings++;
-        } else if (s[i] == '[' || s[i] == '{') {
-            tables++;
-            elements++;
-        } else if (s[i] == ',') {
-            elements++;
-        }
-    }
-    return tables * JSON_TABLE + elements * JSON_ELEMENT + strings * JSON_STRING + len + JSON_SLACK;
-}
-
-/* Whether the state can allocate n more bytes now: asked of its allocator (the block goes
- * straight back), after a full collection if the first answer is no, as Lua itself does. */
+/* moonlet.cbor.tag(n, v) -> {tag = n, value = v}, which encodes as tag n over v */
 static int
-headroom(lua_State *L, size_t n)
+cbor_tag(lua_State *L)
 {
-    void *ud;
-    lua_Alloc alloc = lua_getallocf(L, &ud);
-    void *p = alloc(ud, NULL, LUA_TUSERDATA, n);
-
-    if (p == NULL) {
-        lua_gc(L, LUA_GCCOLLECT);
-        p = alloc(ud, NULL, LUA_TUSERDATA, n);
-    }
-    if (p != NULL)
-        alloc(ud, p, n, 0);
-    return p != NULL;
-}
-
-/*
- * decode(s) -> value, or nil and lua-cjson's message. lua-cjson mallocs a buffer the size of
- * s and frees it on every path but a memory error, which would leak it: so decoding starts
- * only when the state has room for the most the input can make (json_need).
- */
-static int
-json_decode(lua_State *L)
-{
-    static const char no_memory[] = "JSON: not enough memory (lua.memory) to decode %I bytes";
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len); /* misuse raises; data never does */
-    int rc;
-
-    lua_settop(L, 1);
-    if (len >= INT_MAX) /* its buffer is sized with an int */
-        return fail_with(L, "JSON: longer than %I bytes", INT_MAX - 1);
-    if (!headroom(L, json_need(s, len)))
-        return fail_with(L, no_memory, (lua_Integer)len);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    rc = lua_pcall(L, 1, 1, 0);
-    if (rc == LUA_OK)
-        return 1;
-    return rc == LUA_ERRMEM ? fail_with(L, no_memory, (lua_Integer)len) : fail_message(L);
-}
-
-/* decode_max_depth(n) may lower the depth, not raise it past JSON_DEPTH: lua-cjson recurses
- * on the C stack per level. */
-static int
-json_depth(lua_State *L)
-{
-    if (!lua_isnoneornil(L, 1) && luaL_checkinteger(L, 1) > JSON_DEPTH)
-        return luaL_error(L, "moonlet.json: decode_max_depth is at most %d", JSON_DEPTH);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
-}
-
-/* t[name] = f with the old t[name] as its upvalue; t on top */
-static void
-wrap(lua_State *L, const char *name, lua_CFunction f)
-{
-    lua_getfield(L, -1, name);
-    lua_pushcclosure(L, f, 1);
-    lua_setfield(L, -2, name);
-}
-
-/* A lua-cjson instance whose decode returns nil, err, nests at most JSON_DEPTH deep and
- * allocates within lua.memory; new() makes another such one. */
-static int
-json_open(lua_State *L)
-{
-    luaopen_cjson(L);
-    wrap(L, "decode", json_decode);
-    wrap(L, "decode_max_depth", json_depth);
-    lua_getfield(L, -1, "decode_max_depth");
-    lua_pushinteger(L, JSON_DEPTH);
-    lua_call(L, 1, 0);
-    lua_pushcfunction(L, json_open);
-    lua_setfield(L, -2, "new");
+    luaL_checkinteger(L, 1);
+    lua_settop(L, 2);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, 1);
+    lua_setfield(L, -2, "tag");
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "value");
+    push_tagged_mt(L);
+    lua_setmetatable(L, -2);
     return 1;
 }
 
-/* The instance is package.loaded.cjson too: require "cjson" gets the same bounded table. */
 int
-ljson_open(lua_State *L)
+lcbor_open(lua_State *L)
 {
-    luaL_requiref(L, "cjson", json_open, 0);
+    lua_createtable(L, 0, 4);
+    lua_pushcfunction(L, lcbor_encode);
+    lua_setfield(L, -2, "encode");
+    lua_pushcfunction(L, lcbor_decode);
+    lua_setfield(L, -2, "decode");
+    lua_pushcfunction(L, cbor_tag);
+    lua_setfield(L, -2, "tag");
+    push_tagged_mt(L);
+    lua_setfield(L, -2, "tagged");
     return 1;
 }

@@ -9,6 +9,7 @@
 
 #include <lualib.h>
 
+#include "codec.h"
 #include "log.h"
 #include "observe.h"
 #include "plugin.h"
@@ -783,11 +784,7 @@ lib_open(lua_State *L, struct script *sc)
     lua_setfield(L, -2, "ct");
     ljson_open(L);
     lua_setfield(L, -2, "json");
-    lua_createtable(L, 0, 2);
-    lua_pushcfunction(L, lcbor_encode);
-    lua_setfield(L, -2, "encode");
-    lua_pushcfunction(L, lcbor_decode);
-    lua_setfield(L, -2, "decode");
+    lcbor_open(L);
     lua_setfield(L, -2, "cbor");
     lua_newtable(L);
     lua_setfield(L, -2, "state");

@@ -2,18 +2,29 @@
  * req.c -- the request a Lua handler receives, and the conversion of what it returns into
  * a response. The request object is a small userdata over the core's request views:
  * fields are computed when read, so a handler pays only for what it uses. Before the
- * first wait, the request is detached (the datagram copied) and stays readable.
+ * first wait, the request is detached (the datagram copied) and stays readable. req.body
+ * decodes the payload per its Content-Format once, on first read; a body that cannot be
+ * decoded ends the handler with 4.00, 4.13 or 4.15 (RFC 7252 §5.9.2, §5.10.3).
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "codec.h"
+#include "linkparse.h"
+#include "log.h"
 #include "option.h"
 #include "runtime.h"
 #include "session.h"
 
+#define BODY_ERROR "moonlet.body_error" /* {code =, message =}: what req.body raises */
+
+enum body_state { BODY_UNREAD, BODY_READ, BODY_FAILED };
+
 struct lreq {
     struct moonlet_req *req;    /* NULL once the handler is over */
     int detached;               /* req is our heap copy */
+    enum body_state body;       /* READ/FAILED: user value 1 holds the value or the error */
 };
 
 static const char *const method_names[] = {"", "GET", "POST", "PUT", "DELETE",
@@ -128,6 +139,8 @@ push_query(lua_State *L, const struct moonlet_req *req)
     }
 }
 
+static int req_body(lua_State *L, struct lreq *lr);
+
 static int
 req_index(lua_State *L)
 {
@@ -146,6 +159,8 @@ req_index(lua_State *L)
         }
         break;
     case 4:
+        if (memcmp(k, "body", 4) == 0)
+            return req_body(L, lua_touserdata(L, 1));
         if (memcmp(k, "path", 4) == 0) {    /* a subtree's: the request's whole path */
             lua_pushstring(L, moonlet_req_path(req));
             return 1;
@@ -234,6 +249,193 @@ req_index(lua_State *L)
     return 1;
 }
 
+/* ---- req.body ----------------------------------------------------------------------- */
+
+/* The links of a link-format body (RFC 6690 §2) go into the list on top of the stack, each
+ * {target = "/a", attrs = {rt = "x", obs = true, ...}}: names lowercased (RFC 8288 §3 makes
+ * them case-insensitive), a repeated name gives the list of its values in order. A memory
+ * error raises through moonlet_linkfmt_parse, which holds nothing. */
+static int
+push_link(void *ud, const char *target, size_t tlen, const moonlet_attr *attrs, unsigned n)
+{
+    lua_State *L = ud;
+
+    luaL_checkstack(L, 8, "link-format");
+    lua_createtable(L, 0, 2);
+    lua_pushlstring(L, target, tlen);
+    lua_setfield(L, -2, "target");
+    lua_createtable(L, 0, (int)n);
+    for (unsigned i = 0; i < n; i++) {
+        luaL_Buffer b;
+
+        luaL_buffinit(L, &b);
+        for (const char *c = attrs[i].name; *c; c++)
+            luaL_addchar(&b, (*c >= 'A' && *c <= 'Z') ? (char)(*c + 32) : *c);
+        luaL_pushresult(&b);                            /* attrs name */
+        if (attrs[i].value)
+            lua_pushstring(L, attrs[i].value);
+        else
+            lua_pushboolean(L, 1);                      /* attrs name value */
+        lua_pushvalue(L, -2);
+        if (lua_rawget(L, -4) == LUA_TNIL) {            /* attrs name value old */
+            lua_pop(L, 1);
+            lua_rawset(L, -3);
+            continue;
+        }
+        if (!lua_istable(L, -1)) {                      /* the second value: make the list */
+            lua_createtable(L, 2, 0);
+            lua_insert(L, -2);
+            lua_rawseti(L, -2, 1);
+            lua_pushvalue(L, -3);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, -6);
+        }
+        lua_insert(L, -2);                              /* attrs name list value */
+        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+        lua_pop(L, 2);
+    }
+    lua_setfield(L, -2, "attrs");
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+/* Decode the payload per its Content-Format: pushes the value and returns 0, or pushes the
+ * reason and returns the response code. */
+static unsigned
+body_decode(lua_State *L, const struct moonlet_req *req)
+{
+    const char *p = req->payload ? (const char *)req->payload : "";
+    size_t n = req->payload_len, valid;
+    enum codec_status st;
+    char err[160];
+
+    switch (req->ct) {
+    case MOONLET_CT_NONE:   /* no Content-Format: the bytes as they came */
+    case MOONLET_CT_OCTETS: /* application/octet-stream is bytes by definition */
+        lua_pushlstring(L, p, n);
+        return 0;
+    case MOONLET_CT_TEXT:   /* RFC 7252 §12.3: text/plain; charset=utf-8 */
+        if ((valid = linkparse_utf8_prefix(p, n)) < n) {
+            lua_pushfstring(L, "text/plain: invalid UTF-8 at byte %I", (lua_Integer)valid);
+            return MOONLET_BAD_REQUEST;
+        }
+        lua_pushlstring(L, p, n);
+        return 0;
+    case MOONLET_CT_JSON:
+    case MOONLET_CT_SENML_JSON: /* RFC 8428 §4: SenML JSON is a JSON array */
+        st = ljson_decode_value(L, p, n, CODEC_DEPTH);
+        break;
+    case MOONLET_CT_CBOR:
+    case MOONLET_CT_SENML_CBOR:
+        st = lcbor_decode_value(L, p, n, 1);
+        break;
+    case MOONLET_CT_LINK_FORMAT:
+        lua_newtable(L);
+        switch (moonlet_linkfmt_parse(p, n, push_link, L, err, sizeof err)) {
+        case MOONLET_OK:
+            return 0;
+        case MOONLET_ERANGE:
+            lua_pushstring(L, err);
+            return MOONLET_REQUEST_ENTITY_TOO_LARGE;
+        default:
+            lua_pushstring(L, err);
+            return MOONLET_BAD_REQUEST;
+        }
+    default:
+        lua_pushfstring(L, "no decoder for Content-Format %d", req->ct);
+        return MOONLET_UNSUPPORTED_CONTENT_FORMAT;
+    }
+    if (st == CODEC_OK)
+        return 0;
+    /* a body whose value does not fit in the script's memory is too large for us (§5.9.2.9) */
+    return st == CODEC_NOMEM ? MOONLET_REQUEST_ENTITY_TOO_LARGE : MOONLET_BAD_REQUEST;
+}
+
+/* __tostring of the error: "4.00 JSON: ..." */
+static int
+body_error_tostring(lua_State *L)
+{
+    char code[8];
+    lua_Integer c;
+
+    lua_getfield(L, 1, "code");
+    c = lua_tointeger(L, -1);
+    snprintf(code, sizeof code, "%d.%02d", (int)((c >> 5) & 7), (int)(c & 31));
+    lua_getfield(L, 1, "message");
+    lua_pushfstring(L, "%s %s", code, lua_tostring(L, -1));
+    return 1;
+}
+
+/* req.body: the decoded payload, cached in the request's user value; the first read decodes.
+ * A body that cannot be decoded raises a moonlet.body_error object, every time it is read:
+ * uncaught, the runtime answers it with its code (lreq_body_error). */
+static int
+req_body(lua_State *L, struct lreq *lr)
+{
+    unsigned code;
+
+    if (lr->body != BODY_UNREAD) {
+        lua_getiuservalue(L, 1, 1);
+        return lr->body == BODY_READ ? 1 : lua_error(L);
+    }
+    code = body_decode(L, lr->req);
+    if (code == 0) {
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, 1, 1);
+        lr->body = BODY_READ;
+        return 1;
+    }
+    lua_createtable(L, 0, 2);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "message");
+    lua_pushinteger(L, code);
+    lua_setfield(L, -2, "code");
+    luaL_setmetatable(L, BODY_ERROR);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, 1);
+    lr->body = BODY_FAILED;
+    return lua_error(L);
+}
+
+int
+lreq_body_error(struct coro *co, moonlet_resp *resp)
+{
+    lua_State *L = co->L;
+    const char *msg;
+    unsigned code;
+    int is;
+
+    if (!lua_istable(L, -1) || !lua_getmetatable(L, -1))
+        return 0;
+    luaL_getmetatable(L, BODY_ERROR);
+    is = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (!is)
+        return 0;
+    lua_pushliteral(L, "code");
+    lua_rawget(L, -2);
+    code = (unsigned)lua_tointeger(L, -1);
+    lua_pushliteral(L, "message");
+    lua_rawget(L, -3);
+    msg = lua_tostring(L, -1);
+    if (code >> 5 != 4) {               /* changed by a handler that caught it: its error */
+        lua_pop(L, 2);
+        return 0;
+    }
+    if (resp == NULL) {                 /* a timer: logged as any error, with the reason */
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+        return 0;
+    }
+    /* RFC 7252 §5.5.2: the reason as a diagnostic payload; the client's error, not the
+     * script's: logged at debug level only */
+    log_debug("%s: %s: %u.%02u %s", co->sc->path, co->res ? co->res->path : "timer",
+              code >> 5, code & 31, msg ? msg : "");
+    resp_simple(resp, code, msg);
+    lua_pop(L, 2);
+    return 1;
+}
+
 void
 lreq_metatable(lua_State *L)
 {
@@ -243,15 +445,20 @@ lreq_metatable(lua_State *L)
     lua_pushliteral(L, "moonlet.req");
     lua_setfield(L, -2, "__name");
     lua_pop(L, 1);
+    luaL_newmetatable(L, BODY_ERROR);
+    lua_pushcfunction(L, body_error_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
 }
 
 void
 lreq_push(lua_State *L, struct coro *co, struct moonlet_req *req)
 {
-    struct lreq *lr = lua_newuserdatauv(L, sizeof *lr, 0);
+    struct lreq *lr = lua_newuserdatauv(L, sizeof *lr, 1);
 
     lr->req = req;
     lr->detached = 0;
+    lr->body = BODY_UNREAD;
     luaL_setmetatable(L, "moonlet.req");
     co->lreq = lr;
     /* anchored until lreq_release: once the handler returns nothing on its stack refers

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "config.h"
 #include "crash.h"
 #include "exchange.h"
@@ -248,6 +249,12 @@ coro_step(struct coro *co, int nargs, moonlet_resp *resp, int *clean)
         rc = LUA_ERRRUN;
     }
     if (rc != LUA_OK) {
+        /* req.body could not decode the request's body: the client's error, answered with
+         * 4.00/4.13/4.15 and the reason (RFC 7252 §5.5.2), not a script error (lua/req.c) */
+        if (lreq_body_error(co, resp)) {
+            *clean = 0;
+            return MOONLET_OK;
+        }
         error_log(co, rc);
         if (rc == LUA_ERRMEM)
             lua_gc(sc->L, LUA_GCCOLLECT);

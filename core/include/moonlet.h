@@ -270,6 +270,38 @@ MOONLET_API const void *moonlet_req_peer(const moonlet_req *req, size_t *len);
 /* The peer's address as text, "[::1]:5683" or "127.0.0.1:5683". */
 MOONLET_API const char *moonlet_req_peer_str(const moonlet_req *req);
 
+/* ABI 1.4: link-format bodies */
+
+/* One link of a link-format document (RFC 6690 §2), handed to the callback of
+ * moonlet_linkfmt_parse: the target as written between '<' and '>' (a URI-reference, not
+ * resolved: percent-encoding kept) and its tlen; the attributes in the order written, the
+ * name as written (RFC 8288 §3: compare names case-insensitively) and the value unquoted
+ * (quoted-pair escapes removed; NULL for an attribute without '=', such as `;obs`); a
+ * repeated name comes once per occurrence. An ext-value (`title*=UTF-8'en'%E2%82%AC`,
+ * RFC 5987) is given as written, name with its '*'. Every string is NUL-terminated (none
+ * can hold a NUL) and valid during the call only. Return 0 to go on; anything else stops
+ * the parse, which returns that value. */
+typedef int (*moonlet_link_cb)(void *ud, const char *target, size_t tlen,
+                               const moonlet_attr *attrs, unsigned nattrs);
+
+/* What one link may hold: attributes, and bytes of its target and attributes unquoted
+ * (a NUL after each string counted). Beyond either the parse fails with MOONLET_ERANGE. */
+#define MOONLET_LINK_MAX_ATTRS 64
+#define MOONLET_LINK_MAX_TEXT 4096
+
+/* Parse a link-format document (Content-Format 40, e.g. a request body) and call cb for
+ * each link in order (cb may be NULL: a validation). Strict RFC 6690 §2: UTF-8; no
+ * whitespace outside quoted strings; a target of RFC 3986 characters; attributes
+ * `;name`, `;name=token` (ptoken), `;name="quoted string"` or `;name*=ext-value`; links
+ * separated by single commas. An empty document is valid and has no links.
+ * Allocates nothing (a link is unquoted into a buffer on the parser's stack, about 5 KiB).
+ * Returns MOONLET_OK, MOONLET_EINVAL for a malformed document (and err says what and at
+ * which byte, counting from 0: "link-format: expected '<' at byte 12"), MOONLET_ERANGE for
+ * a link beyond the limits above, or what cb returned to stop. Links before the one in
+ * error have been handed over. err may be NULL. Phase: any (ABI 1.4). */
+MOONLET_API int moonlet_linkfmt_parse(const void *doc, size_t len, moonlet_link_cb cb,
+                                      void *ud, char *err, size_t errlen);
+
 /* ---- the response ----------------------------------------------------------------------- */
 
 /* A response starts as 2.05 with no options and no payload. Options may be added in any

@@ -1743,7 +1743,7 @@ def t_decode_depth():
         eq(decoded(c, "json", b"[" * 32 + b"]" * 32), "ok " + "{i1=" * 31 + "{}" + "}" * 31,
            "JSON 32 levels")
         eq(decoded(c, "json", b'{"a":' * 31 + b"[1]" + b"}" * 31),
-           "ok " + "{x61=" * 31 + "{i1=f1}" + "}" * 31, "JSON 32 levels with a value")
+           "ok " + "{x61=" * 31 + "{i1=i1}" + "}" * 31, "JSON 32 levels with a value")
         for j in (b"[" * 33 + b"]" * 33, b"[" * 1000 + b"]" * 1000, b'{"a":' * 1000):
             decode_err(c, "json", j, "nested")
 
@@ -1832,16 +1832,18 @@ def t_decode_cbor_malformed():
         check(not bad, "\n".join(bad))
 
 
-@test("JSON: values decode as before (numbers are floats, null is json.null); malformed, "
-      "truncated, trailing, UTF-16 -> nil, err with lua-cjson's message")
+@test("JSON (yajl): values decode as before but for numbers, which are what the numeral is in "
+      "Lua (1 an integer, 2.5 a float); null is json.null; malformed, truncated, trailing, "
+      "UTF-16 -> nil, err with yajl's reason and the byte")
 def t_decode_json():
     with lua_server("decode.lua") as s, s.client() as c:
         eq(decoded(c, "json", b'{"a": [1, 2.5, "x"], "b": null, "c": true, "d": {}}'),
-           "ok {x61={i1=f1,i2=f2.5,i3=x78},x62=null,x63=true,x64={}}", "a document")
+           "ok {x61={i1=i1,i2=f2.5,i3=x78},x62=null,x63=true,x64={}}", "a document")
         eq(decoded(c, "json", b'"\\u00e9\\n"'), "ok " + lua_desc("\u00e9\n"), "escapes")
-        for j, needle in ((b"", "Expected value"), (b"[1, 2", "Expected comma or array end"),
-                          (b'{"a" 1}', "Expected colon"), (b"[1] x", "Expected the end"),
-                          (b"\x00[\x00]", "UTF-16"), (b'"abc', "string"), (b"tru", "invalid")):
+        for j, needle in ((b"", "premature EOF at byte 0"), (b"[1, 2", "premature EOF at byte 5"),
+                          (b'{"a" 1}', "separated by a colon"), (b"[1] x", "trailing garbage"),
+                          (b"\x00[\x00]", "invalid char"), (b'"abc', "premature EOF"),
+                          (b"tru", "invalid")):
             decode_err(c, "json", j, needle)
 
 
