@@ -7,6 +7,7 @@ validation), firmware.lua (a 256 KiB image block-wise, an atomic log upload), he
 
 import hashlib
 import os
+import re
 import sys
 import tempfile
 
@@ -256,6 +257,54 @@ def t_plugtest_create1():
         coap_client("-m", "delete", url)
         rc, out, err = coap_client("-m", "put", "-O", "5", "-e", "three", "-v", "6", url)
         check("2.01" in err + out, "PUT after DELETE: %r" % (err + out)[-300:])
+
+
+def rd_post(s, query, body, ct="40"):
+    rc, out, err = coap_client("-m", "post", "-t", ct, "-e", body, "-v", "6",
+                               "coap://[::1]:%d/rd?%s" % (s.port, query))
+    m = re.search(r"c:(\d\.\d\d).*?\[ (.*?) \]", err + out)
+    return (m.group(1), m.group(2)) if m else (error_code_of(err), "")
+
+
+@test("rd.lua (RFC 9176): an endpoint registers its links (2.01, Location-Path rd/N); "
+      "resource lookup by rt (exact and prefix) gives absolute links with their anchor; "
+      "endpoint lookup lists the registration; the same ep again replaces it; a refresh "
+      "is 2.04; DELETE ends it; a registration with lt=1 expires; bad requests get 4.00/4.15; "
+      "-s rd.max=2 refuses a third with 5.03")
+def t_rd():
+    with Server(plugins=[example("rd.lua")], sets=["rd.max=2"]) as s:
+        url = "coap://[::1]:%d" % s.port
+        code1, opts = rd_post(s, "ep=node1", '</temp>;rt="temperature";obs,</lux>;rt="light"')
+        eq((code1, opts), ("2.01", "Location-Path:rd, Location-Path:1"), "registration")
+        code2, _ = rd_post(s, "ep=node2&lt=1", '</t2>;rt="temperature"')
+        eq(code2, "2.01", "a second registration (lt=1)")
+        out = get(s, "/rd-lookup/res?rt=temperature")[0]
+        hrefs = [h for h, _ in link_parse(out)]
+        eq(len(hrefs), 2, "two temperature links: %r" % out)
+        check(all(h.startswith("coap://[::1]:") for h in hrefs), "absolute links: %r" % out)
+        first = dict(link_parse(out))[hrefs[0]]
+        check(hrefs[0].endswith("/temp") and first["anchor"][0] == hrefs[0][:-5] and
+              first.get("obs") == [None], "the anchor is the registration's base: %r" % out)
+        eq([h.rsplit("/", 1)[1] for h, _ in link_parse(get(s, "/rd-lookup/res?rt=li*")[0])],
+           ["lux"], "rt=li*")
+        eq(rd_post(s, "ep=node3", "</x>")[0], "5.03", "a third with rd.max=2")
+        m = s.log.wait_for(r"registration of node2 expired", 5.0)
+        check(m is not None, "lt=1: no expiry within 5 s")
+        eq([h for h, _ in link_parse(get(s, "/rd-lookup/ep")[0])], ["/rd/1"], "after expiry")
+        eq(rd_post(s, "ep=node1", "</only>")[0], "2.01", "node1 again: replaced")
+        eq([(h, a["ep"]) for h, a in link_parse(get(s, "/rd-lookup/ep")[0])],
+           [("/rd/3", ["node1"])], "the replacement")
+        eq(get(s, "/rd/3")[0], "</only>", "GET /rd/3: its links")
+        rc, out, err = coap_client("-m", "post", "-v", "6", url + "/rd/3?lt=100")
+        check("2.04" in out + err, "refresh: %r" % (out + err)[-200:])
+        eq(link_parse(get(s, "/rd-lookup/ep")[0])[0][1]["lt"], ["100"], "lt after refresh")
+        coap_client("-m", "delete", url + "/rd/3")
+        eq(get(s, "/rd-lookup/ep")[0], "", "after DELETE")
+        eq(rd_post(s, "ep=bad", "<x")[0], "4.00", "malformed link-format")
+        eq(rd_post(s, "ep=bad", "x", ct="0")[0], "4.15", "not link-format")
+        eq(rd_post(s, "lt=5", "</x>")[0], "4.00", "no ep")
+        links = sorted(h for h, _ in link_parse(get(s, "/.well-known/core?rt=core.rd*")[0]))
+        eq(links, ["/rd", "/rd-lookup/ep", "/rd-lookup/res"], "discovery of the RD")
 
 
 if __name__ == "__main__":

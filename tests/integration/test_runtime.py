@@ -175,23 +175,30 @@ class Copy:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def reload_observed(keep, body, mid):
+    """A resource created and observed, then a reload: (copy, clients, path, the first
+    message the observer gets after the reload, ACKed if it is a CON)."""
+    cp = Copy(keep)
+    c, w = cp.srv.client(), cp.srv.client()
+    path = create(w, mid, body)
+    d = request(CON, GET, mid + 1, b"ob", path.strip("/").split("/"), (), [(OBSERVE, 0)])
+    expect_msg(c.exchange(d), d, ACK, CONTENT, mid + 1, b"ob")
+    cp.touch()
+    n = c.recv(3.0)
+    check(n is not None, "the observer heard nothing after the reload")
+    if n.type == CON:
+        c.send(encode(ACK, 0, n.mid))
+    return cp, w, path, n
+
+
 @test("a reload of a script that created resources at run time: declared again by the new "
       "version from moonlet.state, they keep their observers (a notification with the new "
       "version's answer, same token) and their content")
 def t_reload_keep():
-    cp = Copy("yes")
+    cp, w, path, n = reload_observed("yes", b"kept", 0x400)
     try:
-        c, w = cp.srv.client(), cp.srv.client()
-        path = create(w, 0x400, b"kept")
-        d = request(CON, GET, 0x401, b"ok", path.strip("/").split("/"), (), [(OBSERVE, 0)])
-        expect_msg(c.exchange(d), d, ACK, CONTENT, 0x401, b"ok")
-        cp.touch()
-        n = c.recv(3.0)
-        check(n is not None, "no notification after the reload")
-        eq((n.code, n.token, n.payload), (CONTENT, b"ok", b"kept"), "notification")
+        eq((n.code, n.token, n.payload), (CONTENT, b"ob", b"kept"), "notification")
         check(n.opt_uint(OBSERVE) is not None, "still observing")
-        if n.type == CON:
-            c.send(encode(ACK, 0, n.mid))
         eq(call(w, GET, path, 0x402).payload, b"kept", "GET after the reload")
         eq(stats(cp.srv)["observers"], 1, "the observer stays")
     finally:
@@ -201,18 +208,9 @@ def t_reload_keep():
 @test("a reload of a script whose new version does not declare its run-time resources "
       "again: they are removed like any path it no longer has (observers: 4.04)")
 def t_reload_drop():
-    cp = Copy("no")
+    cp, w, path, n = reload_observed("no", b"gone", 0x500)
     try:
-        c, w = cp.srv.client(), cp.srv.client()
-        path = create(w, 0x500, b"gone")
-        d = request(CON, GET, 0x501, b"og", path.strip("/").split("/"), (), [(OBSERVE, 0)])
-        expect_msg(c.exchange(d), d, ACK, CONTENT, 0x501, b"og")
-        cp.touch()
-        n = c.recv(3.0)
-        check(n is not None, "no final notification after the reload")
-        eq((n.code, n.token, n.opt_uint(OBSERVE)), (NOT_FOUND, b"og", None), "final 4.04")
-        if n.type == CON:
-            c.send(encode(ACK, 0, n.mid))
+        eq((n.code, n.token, n.opt_uint(OBSERVE)), (NOT_FOUND, b"ob", None), "final 4.04")
         eq(call(w, GET, path, 0x502).code, NOT_FOUND, "GET after the reload")
         eq(stats(cp.srv)["observers"], 0, "no observer left")
     finally:
