@@ -680,10 +680,8 @@ format_protected(lua_State *L)
     return 1;
 }
 
-/* Pushes fmt formatted with n (its one %I), made where a memory error is caught: short even
- * of that memory, Lua's own "not enough memory" stands in. */
-static void
-push_message(lua_State *L, const char *fmt, lua_Integer n)
+void
+codec_push_message(lua_State *L, const char *fmt, lua_Integer n)
 {
     lua_pushcfunction(L, format_protected);
     lua_pushlightuserdata(L, (void *)fmt);
@@ -704,7 +702,7 @@ lcbor_decode_value(lua_State *L, const char *s, size_t len, int keep_tags)
         return CODEC_OK;
     if (rc == LUA_ERRMEM) {
         lua_pop(L, 1);
-        push_message(L, "CBOR: not enough memory (lua.memory) at byte %I", (lua_Integer)d.pos);
+        codec_push_message(L, "CBOR: not enough memory (lua.memory) at byte %I", (lua_Integer)d.pos);
         return CODEC_NOMEM;
     }
     return CODEC_MALFORMED;

@@ -27,6 +27,10 @@ enum codec_status ljson_decode_value(lua_State *L, const char *s, size_t len, in
  * moonlet.cbor.tagged table (lua/README.md) instead of its content. Never raises. */
 enum codec_status lcbor_decode_value(lua_State *L, const char *s, size_t len, int keep_tags);
 
+/* Pushes fmt formatted with n (its one %I), made where a memory error is caught: short
+ * even of that memory, Lua's own "not enough memory" stands in (lua/cbor.c). */
+void codec_push_message(lua_State *L, const char *fmt, lua_Integer n);
+
 /* The moonlet.cbor table: encode, decode, tag, tagged (pushed). */
 int lcbor_open(lua_State *L);
 

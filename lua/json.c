@@ -249,24 +249,6 @@ parse_protected(lua_State *L)
     return 1;
 }
 
-static int
-format_protected(lua_State *L)
-{
-    lua_pushfstring(L, (const char *)lua_touserdata(L, 1), lua_tointeger(L, 2));
-    return 1;
-}
-
-/* Pushes fmt formatted with n (its one %I); short even of that memory, Lua's own
- * "not enough memory" stands in. */
-static void
-push_message(lua_State *L, const char *fmt, lua_Integer n)
-{
-    lua_pushcfunction(L, format_protected);
-    lua_pushlightuserdata(L, (void *)fmt);
-    lua_pushinteger(L, n);
-    lua_pcall(L, 2, 1, 0);
-}
-
 /*
  * Decoding allocates Lua memory for the value as it goes (a memory error unwinds through
  * yajl, whose handle is freed here on every path); yajl's own scratch -- its handle, a
@@ -282,11 +264,11 @@ ljson_decode_value(lua_State *L, const char *s, size_t len, int max_depth)
     int rc;
 
     if ((why = prescan(d.s, len, &at)) != NULL) {
-        push_message(L, why, (lua_Integer)at);
+        codec_push_message(L, why, (lua_Integer)at);
         return CODEC_MALFORMED;
     }
     if ((d.h = yajl_alloc(&callbacks, NULL, &d)) == NULL) {
-        push_message(L, "JSON: not enough memory at byte %I", 0);
+        codec_push_message(L, "JSON: not enough memory at byte %I", 0);
         return CODEC_NOMEM;
     }
     lua_pushcfunction(L, parse_protected);
@@ -298,7 +280,7 @@ ljson_decode_value(lua_State *L, const char *s, size_t len, int max_depth)
         return CODEC_OK;
     if (rc == LUA_ERRMEM) {
         lua_pop(L, 1);
-        push_message(L, "JSON: not enough memory (lua.memory) at byte %I", (lua_Integer)at);
+        codec_push_message(L, "JSON: not enough memory (lua.memory) at byte %I", (lua_Integer)at);
         return CODEC_NOMEM;
     }
     return CODEC_MALFORMED;

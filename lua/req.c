@@ -105,6 +105,30 @@ req_option_list(lua_State *L)
     return req_options(L, 1);
 }
 
+/* table key value on the stack top: t[key] = value, and a repeated key becomes the list of
+ * its values (queries, link attributes). Pops key and value. */
+static void
+set_or_append(lua_State *L)
+{
+    lua_pushvalue(L, -2);
+    if (lua_rawget(L, -4) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_rawset(L, -3);
+        return;
+    }
+    if (!lua_istable(L, -1)) {          /* the second value: make the list */
+        lua_createtable(L, 2, 0);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, 1);
+        lua_pushvalue(L, -3);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, -6);
+    }
+    lua_insert(L, -2);                  /* key list value -> key value list ... */
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    lua_pop(L, 2);
+}
+
 static void
 push_query(lua_State *L, const struct moonlet_req *req)
 {
@@ -118,24 +142,7 @@ push_query(lua_State *L, const struct moonlet_req *req)
             lua_pushlstring(L, eq + 1, req->q[i].len - kl - 1);
         else
             lua_pushboolean(L, 1);
-        /* a repeated key becomes a list of its values */
-        lua_pushvalue(L, -2);
-        if (lua_rawget(L, -4) == LUA_TNIL) {
-            lua_pop(L, 1);
-            lua_rawset(L, -3);
-            continue;
-        }
-        if (!lua_istable(L, -1)) {          /* the second value: make the list */
-            lua_createtable(L, 2, 0);
-            lua_insert(L, -2);
-            lua_rawseti(L, -2, 1);
-            lua_pushvalue(L, -3);
-            lua_pushvalue(L, -2);
-            lua_rawset(L, -6);
-        }
-        lua_insert(L, -2);                  /* key list value -> key value list ... */
-        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-        lua_pop(L, 2);
+        set_or_append(L);
     }
 }
 
@@ -276,23 +283,7 @@ push_link(void *ud, const char *target, size_t tlen, const moonlet_attr *attrs, 
             lua_pushstring(L, attrs[i].value);
         else
             lua_pushboolean(L, 1);                      /* attrs name value */
-        lua_pushvalue(L, -2);
-        if (lua_rawget(L, -4) == LUA_TNIL) {            /* attrs name value old */
-            lua_pop(L, 1);
-            lua_rawset(L, -3);
-            continue;
-        }
-        if (!lua_istable(L, -1)) {                      /* the second value: make the list */
-            lua_createtable(L, 2, 0);
-            lua_insert(L, -2);
-            lua_rawseti(L, -2, 1);
-            lua_pushvalue(L, -3);
-            lua_pushvalue(L, -2);
-            lua_rawset(L, -6);
-        }
-        lua_insert(L, -2);                              /* attrs name list value */
-        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-        lua_pop(L, 2);
+        set_or_append(L);
     }
     lua_setfield(L, -2, "attrs");
     lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
