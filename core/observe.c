@@ -17,7 +17,16 @@
  * a newer state replaces the one queued or in flight (§4.5.2), so a burst of changes
  * leaves no backlog. A non-2.xx notification is final (§4.2): sent as a CON, without the
  * Observe option, and the group's observers are removed.
+ *
+ * Content-Format (§4.2): every notification is in the format of the registration's
+ * answer; an observer that would get another one gets a final 4.06 and is removed.
+ *
+ * Pacing (§4.5.1) and congestion (RFC 7252 §4.7): at most one NON notification per round
+ * trip to an observer, and a peer that leaves a CON notification unanswered gets NONs at
+ * PROBING_RATE at most. A notification that may not go yet is not queued: the observer is
+ * owed the latest state, and its group is built again for it when its turn comes.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +40,9 @@
 #include "tree.h"
 
 #define SEQ_MASK 0xFFFFFFu      /* §4: the Observe value is 24 bits */
+/* a paced observer's turn, give or take the clock's rounding (libev's timers run on the
+ * monotonic clock, ev_now on the wall clock) */
+#define PACE_SLACK 1e-4
 
 struct obs_group {
     struct obs_group *next, *prev;      /* the resource's groups */
@@ -42,8 +54,12 @@ struct obs_group {
     unsigned n;
     uint32_t seq;                       /* the last Observe value sent in this group */
     uint8_t queued, again, building;
-    uint8_t check_only;                 /* queued for CON checks only: not everyone */
+    uint8_t subset;                     /* queued for some observers only: those with a CON
+                                         * check due, and those owed the latest state */
+    unsigned ndue;                      /* observers owed the latest state (pacing) */
     moonlet_pending *pd;                /* a build waiting for its handler's deferred answer */
+    struct server *srv;
+    ev_timer pace;                      /* the earliest turn of an observer owed a state */
 };
 
 /* ---- the observer table: (session, token) ------------------------------------------ */
@@ -120,6 +136,7 @@ group_free(struct server *srv, struct obs_group *g)
 
     if (g->queued)
         queue_remove(srv, g);
+    ev_timer_stop(srv->loop, &g->pace);
     if (g->pd) {                /* its handler still works on a notification: nobody wants it */
         g->pd->group = NULL;
         g->pd->gone = 1;
@@ -151,6 +168,8 @@ same_variant(const struct moonlet_req *a, const struct moonlet_req *b)
     return 1;
 }
 
+static void pace_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
 static struct obs_group *
 group_get(struct server *srv, struct moonlet_req *req, struct resource *r)
 {
@@ -166,6 +185,8 @@ group_get(struct server *srv, struct moonlet_req *req, struct resource *r)
         return NULL;
     }
     g->res = r;
+    g->srv = srv;
+    ev_init(&g->pace, pace_cb);
     g->req->res = r;
     g->blk.res_id = r->id;
     g->blk.variant = req->blk.variant;
@@ -179,7 +200,6 @@ group_get(struct server *srv, struct moonlet_req *req, struct resource *r)
     if (r->groups)
         r->groups->prev = g;
     r->groups = g;
-    (void)srv;
     return g;
 }
 
@@ -210,6 +230,8 @@ observer_free(struct server *srv, struct observer *o)
         o->pd->obs = NULL;
     if (o->unv)
         srv->sessions.unv_observers--;
+    if (o->due)
+        g->ndue--;
     srv->obs.count--;
     s->nobs--;
     g->n--;
@@ -259,12 +281,17 @@ observe_request(struct server *srv, struct moonlet_req *req, struct resource *r)
     }
     o->g = g;
     o->sess = s;
+    o->con_at = ev_now(srv->loop);
     if (!s->verified) {         /* RFC 7641 §7: a spoofed registration must not last */
+        int idle = s->out_head == NULL;
+
         o->unv = 1;
         srv->sessions.unv_observers++;
         session_probe(srv, s);
+        if (idle && s->out_head)        /* the ping left now: its answer times a round trip */
+            o->timing = OBS_TIMING_PING;
     }
-    o->tkl = req->m->tkl;
+    o->tkl = req->m->tkl & 15;
     memcpy(o->token, req->m->token, o->tkl);
     o->gnext = g->head;
     if (g->head)
@@ -295,9 +322,15 @@ observe_answer(struct server *srv, struct observer *o, struct moonlet_resp *resp
         return;
     }
     g = o->g;
-    if (!o->live) {
-        o->live = 1;
-        o->con_at = ev_now(srv->loop);
+    o->live = 1;
+    /* §4.2: the format its notifications must have (none is a format too); a 2.03 (§4.4)
+     * validated what the client holds, whose format it does not say */
+    o->ct_open = resp->code == MOONLET_VALID;
+    o->no_ct = resp->ct == MOONLET_CT_NONE;
+    o->ct = (uint16_t)(o->no_ct ? 0 : resp->ct);
+    if (o->due) {               /* this answer is the latest state */
+        o->due = 0;
+        g->ndue--;
     }
     block_etag_add(resp);       /* as every notification has (§3.3.1, §4.3.2) */
     /* every message of a group with an Observe value gets a newer one (§3.4) */
@@ -307,20 +340,20 @@ observe_answer(struct server *srv, struct observer *o, struct moonlet_resp *resp
 
 /* ---- notifications ---------------------------------------------------------------- */
 
-/* Schedule a notification of g: to all its observers, or (check) only to those whose CON
- * check is due. */
+/* Schedule a notification of g: to all its observers, or (subset) only to those whose CON
+ * check is due and those owed the latest state. */
 static void
-queue_add(struct server *srv, struct obs_group *g, int check)
+queue_add(struct server *srv, struct obs_group *g, int subset)
 {
     if (g->building) {          /* its handler runs: once it answers, another round */
         g->again = 1;
         return;
     }
     if (g->queued) {
-        g->check_only &= (uint8_t)check;
+        g->subset &= (uint8_t)subset;
         return;
     }
-    g->check_only = (uint8_t)check;
+    g->subset = (uint8_t)subset;
     g->queued = 1;
     g->dnext = NULL;
     if (srv->obs.dirty)
@@ -337,17 +370,202 @@ observe_notify(struct server *srv, struct resource *r)
         queue_add(srv, g, 0);
 }
 
-/* Send resp to every live observer of g, then end the group if resp is final (returns 1:
- * g is gone). */
+/* ---- round trips, pacing, congestion (RFC 7641 §4.5.1, RFC 7252 §4.7) --------------- */
+
+/* A round-trip sample r of the peer of s, smoothed as RFC 6298 §2 does (SRTT <- 7/8 SRTT +
+ * 1/8 R; the first sample as it is). */
+static void
+rtt_sample(struct session *s, double r)
+{
+    if (r < 1e-6)
+        r = 1e-6;               /* 0 is "no sample" */
+    s->srtt = (float)(s->srtt > 0 ? 0.875 * s->srtt + 0.125 * r : r);
+}
+
+/* RFC 7252 §4.7: a peer that has left a CON notification unanswered for ACK_TIMEOUT, and
+ * sent nothing else meanwhile, does not respond. */
+static int
+silent(const struct server *srv, const struct session *s, ev_tstamp now)
+{
+    if (s->cc_wait == 0 || s->out_head == NULL)
+        return 0;
+    return now - (s->cc_wait > s->heard ? s->cc_wait : s->heard) >= srv->cfg.ack_timeout;
+}
+
+enum { PACE_NON, PACE_CON, PACE_WAIT };
+
+/* May o be sent a NON notification of len bytes now? PACE_WAIT: not before *at. */
+static int
+pace(const struct server *srv, const struct observer *o, size_t len, ev_tstamp now,
+     ev_tstamp *at)
+{
+    const struct session *s = o->sess;
+    double gap;
+
+    if (silent(srv, s, now)) {
+        /* RFC 7252 §4.7: PROBING_RATE to the peer on average; its observers share it, so
+         * the NONs to each are that many times further apart (IP and UDP headers count) */
+        gap = (double)(len + s->hdr) * (s->nobs ? s->nobs : 1) / srv->cfg.probing_rate;
+    } else if (s->srtt > 0) {
+        gap = s->srtt;          /* §4.5.1: one NON notification per round trip */
+    } else {
+        /* §4.5.1 without an estimate: one NON in ACK_TIMEOUT * ACK_RANDOM_FACTOR (RFC 7252
+         * §4.8; 3 s by default, the rate §4.5.1 names). What comes sooner goes as a CON:
+         * its acknowledgement gives the estimate, and CONs wait for each other (NSTART) */
+        gap = srv->cfg.ack_timeout * srv->cfg.ack_random_factor;
+        return now >= o->non_at + gap - PACE_SLACK ? PACE_NON : PACE_CON;
+    }
+    if (now >= o->non_at + gap - PACE_SLACK)
+        return PACE_NON;
+    *at = o->non_at + gap;
+    return PACE_WAIT;
+}
+
+static void
+owe(struct obs_group *g, struct observer *o)
+{
+    if (!o->due) {
+        o->due = 1;
+        g->ndue++;
+    }
+}
+
+static void
+settle(struct obs_group *g, struct observer *o)
+{
+    if (o->due) {
+        o->due = 0;
+        g->ndue--;
+    }
+}
+
+/* The group's next turn: at (0: nobody is owed anything). */
+static void
+pace_arm(struct server *srv, struct obs_group *g, ev_tstamp at, ev_tstamp now)
+{
+    ev_timer_stop(srv->loop, &g->pace);
+    if (at == 0)
+        return;
+    ev_timer_set(&g->pace, at > now ? at - now : 0, 0);
+    ev_timer_start(srv->loop, &g->pace);
+}
+
+/* An observer's turn came: the group is built again for those owed the latest state, so
+ * the state they get is the one of now, never an older one kept for them. */
+static void
+pace_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct obs_group *g = (struct obs_group *)((char *)w - offsetof(struct obs_group, pace));
+
+    (void)loop, (void)revents;
+    if (g->ndue)
+        queue_add(g->srv, g, 1);
+}
+
+/* The peer of s answers again after keeping us waiting: observations of it held back by
+ * PROBING_RATE may go at its pace now. */
+static void
+resume(struct server *srv, struct session *s)
+{
+    for (struct observer *o = s->obs; o; o = o->snext)
+        if (o->due)
+            queue_add(srv, o->g, 1);
+}
+
+/* ---- fan-out ------------------------------------------------------------------------- */
+
+/* Send template t (n bytes, serialised without token) to o under its token: as a CON, which
+ * replaces the one o has queued or in flight (§4.5.2), or as a NON. */
+static void
+emit(struct server *srv, struct observer *o, const uint8_t *t, size_t n, int con,
+     ev_tstamp now)
+{
+    struct session *s = o->sess;
+    uint8_t *b = srv->txbuf;
+    size_t len = n + o->tkl;
+    int idle;
+
+    b[0] = (uint8_t)(0x40 | (con ? MT_CON : MT_NON) << 4 | o->tkl);
+    b[1] = t[1];
+    memcpy(b + 4, o->token, o->tkl);
+    memcpy(b + 4 + o->tkl, t + 4, n - 4);
+    if (!con) {
+        uint16_t mid = s->next_mid++;
+
+        b[2] = (uint8_t)(mid >> 8);
+        b[3] = (uint8_t)mid;
+        o->last_mid = mid;
+        o->non_sent = 1;
+        o->since_con++;
+        o->non_at = now;
+        session_send(srv, s, b, len);
+        return;
+    }
+    o->since_con = 0;
+    o->con_at = now;
+    if (o->om) {
+        exchange_con_replace(o->om, b, len);
+        o->timing = OBS_TIMING_NONE;    /* its ACK may be the older message's (Karn) */
+        return;
+    }
+    idle = s->out_head == NULL;
+    o->om = exchange_con_send(srv, s, b, len, o);
+    /* it times a round trip only if it left now: not queued behind a CON or a ping */
+    o->timing = o->om && idle && s->out_head == o->om ? OBS_TIMING_CON : OBS_TIMING_NONE;
+    if (idle || s->cc_wait == 0)
+        s->cc_wait = now;       /* the peer owes an answer from now */
+}
+
+#define REFUSAL_MAX 64
+
+/* RFC 7641 §4.2: "the Content-Format MUST be the same as the one used in the initial
+ * response"; a server that cannot keep it SHOULD send 4.06 and MUST then remove the
+ * observer. o gets that as its final notification (a CON, like every final one); the 4.06
+ * is serialised once per fan-out, into buf (*n: its length, 0 until then). */
+static void
+refuse(struct server *srv, struct observer *o, int ct, uint8_t *buf, long *n, ev_tstamp now)
+{
+    if (*n == 0) {
+        char why[40];
+        struct msg_wr w;
+        int len = ct == MOONLET_CT_NONE
+                      ? snprintf(why, sizeof why, "Content-Format now absent")
+                      : snprintf(why, sizeof why, "Content-Format now %d", ct);
+
+        msg_wr_init(&w, buf, REFUSAL_MAX, MT_CON, MOONLET_NOT_ACCEPTABLE, 0, NULL, 0);
+        msg_wr_payload(&w, why, (size_t)len);
+        *n = msg_wr_end(&w);
+    }
+    log_debug("%s: observer registered in Content-Format %d removed (now %d): 4.06",
+              o->g->res->path, o->no_ct ? MOONLET_CT_NONE : (int)o->ct, ct);
+    if (*n > 0)
+        emit(srv, o, buf, (size_t)*n, 1, now);
+    observer_free(srv, o);
+}
+
+/* Send resp to every live observer of g (or, g->subset, to those with a CON check due or
+ * owed the latest state), then end the group if resp is final. Returns 1: g is gone.
+ *
+ * One group, many formats: observers share a group by what they asked for, but each
+ * registration's answer fixed its own format (§4.2), and a registration answered after a
+ * change its group has not been notified of yet joins with the new format. Each observer
+ * therefore keeps its format and is checked in this loop -- one integer comparison beside
+ * the header it gets written anyway. Splitting groups by format instead would need the
+ * format before the handler has answered, run the handler once per format, and still not
+ * spare the check: a group's format changes whenever the handler's answer does. */
 static int
 fanout(struct server *srv, struct obs_group *g, struct moonlet_resp *resp)
 {
     /* a resource that stopped being observable (a reload) answers once more, finally */
     int final = MSG_CLASS(resp->code) != 2 || !g->res->obs;
-    uint8_t *t = srv->obs.tmpl, *b = srv->txbuf;
-    ev_tstamp now = ev_now(srv->loop);
+    int ct = resp->ct;
+    unsigned no_ct = ct == MOONLET_CT_NONE, ct16 = no_ct ? 0 : (unsigned)ct;
+    int check_ct = !final && resp->code != MOONLET_VALID;      /* a 2.03 has no format */
+    uint8_t *t = srv->obs.tmpl, refusal[REFUSAL_MAX];
+    uint8_t building = g->building;
+    ev_tstamp now = ev_now(srv->loop), wake = 0;
     struct rep *rep = NULL;
-    long n;
+    long n, nr = 0;
 
     if (!final) {
         rep = block_notification(srv, &g->blk, resp);   /* §3.4 of RFC 7959: block 0 */
@@ -364,53 +582,62 @@ fanout(struct server *srv, struct obs_group *g, struct moonlet_resp *resp)
         final = 1;
         n = resp_write(resp, t, sizeof srv->txbuf - MSG_TOKEN_MAX, MT_NON, 0, NULL, 0);
     }
-    for (struct observer *o = g->head; o; o = o->gnext) {
+    g->building = 1;            /* keep g while observers leave (refused ones) */
+    for (struct observer *o = g->head, *next; o; o = next) {
         struct session *s = o->sess;
         size_t len = (size_t)n + o->tkl;
+        ev_tstamp at;
+        int con;
+
+        next = o->gnext;
+        if (!o->live || (g->subset && !o->check && !o->due))
+            continue;
+        if (check_ct && o->ct_open) {
+            o->ct_open = 0;
+            o->no_ct = no_ct & 1;
+            o->ct = (uint16_t)ct16;
+        } else if (check_ct && (o->ct != ct16 || o->no_ct != no_ct)) {
+            refuse(srv, o, ct, refusal, &nr, now);
+            continue;
+        }
         /* §4.5: a CON now and then, and whenever the 3x rule does not let a NON go (the CON
          * waits behind a ping: RFC 9175 §2.4) */
-        int con = final || o->om || o->check || g->res->notify_con ||
-                  (unsigned)o->since_con + 1 >= srv->cfg.observe_con_every ||
-                  now - o->con_at >= srv->cfg.observe_con_interval ||
-                  !session_credit(srv, s, len);
+        con = final || o->om || o->check || g->res->notify_con ||
+              (unsigned)o->since_con + 1 >= srv->cfg.observe_con_every ||
+              now - o->con_at >= srv->cfg.observe_con_interval ||
+              !session_credit(srv, s, len);
+        if (!con) {
+            int p = pace(srv, o, len, now, &at);
 
-        if (!o->live || (g->check_only && !o->check))
-            continue;
+            if (p == PACE_WAIT) {       /* the latest state goes at its turn (pace_cb) */
+                owe(g, o);
+                if (wake == 0 || at < wake)
+                    wake = at;
+                continue;
+            }
+            con = p == PACE_CON;
+        }
         o->check = 0;
-        b[0] = (uint8_t)(0x40 | (con ? MT_CON : MT_NON) << 4 | o->tkl);
-        b[1] = t[1];
-        memcpy(b + 4, o->token, o->tkl);
-        memcpy(b + 4 + o->tkl, t + 4, (size_t)n - 4);
+        settle(g, o);
         if (rep)                /* its next blocks come from the same snapshot */
             block_attach(srv, s, &g->blk, rep);
-        if (con) {
-            o->since_con = 0;
-            o->con_at = now;
-            if (o->om == NULL)
-                o->om = exchange_con_send(srv, s, b, len, o);
-            else
-                exchange_con_replace(o->om, b, len);
-        } else {
-            uint16_t mid = s->next_mid++;
-
-            b[2] = (uint8_t)(mid >> 8);
-            b[3] = (uint8_t)mid;
-            o->last_mid = mid;
-            o->non_sent = 1;
-            o->since_con++;
-            session_send(srv, s, b, len);
-        }
+        emit(srv, o, t, (size_t)n, con, now);
     }
     if (rep)
         block_rep_release(srv, rep);
     if (final) {                /* §4.2: the observation ends with it */
-        g->building = 1;        /* keep g while its observers go */
         while (g->head)
             observer_free(srv, g->head);
-        g->building = 0;
-        group_free(srv, g);
+        group_free(srv, g);     /* a build still in flight learns it (g->pd) */
+        return 1;
     }
-    return final;
+    g->building = building;
+    if (g->head == NULL && !building) {     /* every one was refused */
+        group_free(srv, g);
+        return 1;
+    }
+    pace_arm(srv, g, wake, now);
+    return 0;
 }
 
 static void
@@ -504,13 +731,27 @@ observe_flush(struct server *srv)
 void
 observe_con_done(struct server *srv, struct observer *o, int how)
 {
+    struct session *s = o->sess;
+    ev_tstamp now = ev_now(srv->loop);
+    int waited = s->cc_wait > 0 && now - s->cc_wait >= srv->cfg.ack_timeout;
+
     o->om = NULL;
+    /* Karn's rule (RFC 6298 §5): only an answer that comes before the CON could have been
+     * repeated (ACK_TIMEOUT at least, RFC 7252 §4.2) times a round trip */
+    if (how == OBS_ACKED && o->timing == OBS_TIMING_CON &&
+        now - o->con_at < srv->cfg.ack_timeout)
+        rtt_sample(s, now - o->con_at);
+    o->timing = OBS_TIMING_NONE;
+    /* the peer answered; a CON queued behind this one leaves now (exchange.c) */
+    s->cc_wait = how != OBS_TIMEOUT && s->out_head ? now : 0;
     if (how != OBS_ACKED) {
         /* §3.6: an RST ends it; §4.5: so does a CON notification never acknowledged */
         log_debug("%s: observer removed (%s)", o->g->res->path,
                   how == OBS_REJECTED ? "reset" : "not acknowledged");
         observer_free(srv, o);
     }
+    if (waited && how != OBS_TIMEOUT)
+        resume(srv, s);
 }
 
 int
@@ -535,11 +776,21 @@ observe_session_gone(struct server *srv, struct session *s)
 void
 observe_session_verified(struct server *srv, struct session *s)
 {
-    for (struct observer *o = s->obs; o; o = o->snext)
+    ev_tstamp now = ev_now(srv->loop);
+
+    for (struct observer *o = s->obs; o; o = o->snext) {
         if (o->unv) {
             o->unv = 0;
             srv->sessions.unv_observers--;
         }
+        /* the ping its registration sent was answered: a round trip, unless the ping could
+         * have been repeated (after ACK_TIMEOUT/4 at least, exchange.c) -- Karn's rule */
+        if (o->timing == OBS_TIMING_PING) {
+            if (now - o->con_at < srv->cfg.ack_timeout / 4)
+                rtt_sample(s, now - o->con_at);
+            o->timing = OBS_TIMING_NONE;
+        }
+    }
 }
 
 size_t
@@ -566,6 +817,7 @@ void
 observe_con_forget(struct observer *o)
 {
     o->om = NULL;
+    o->timing = OBS_TIMING_NONE;
 }
 
 void

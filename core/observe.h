@@ -5,7 +5,9 @@
  * resource that asked for the same representation (method, query, Accept, FETCH body)
  * share a group. A notify marks the resource's groups; before the loop sleeps each marked
  * group runs its handler once, serialises the answer once, and sends it to every observer
- * with only the header, MID and token written per observer.
+ * with only the header, MID and token written per observer -- or a final 4.06 to one whose
+ * registration was answered in another Content-Format (§4.2), or nothing yet to one whose
+ * NON notifications are paced (§4.5.1): it gets the latest state when its turn comes.
  */
 #ifndef OBSERVE_H
 #define OBSERVE_H
@@ -22,6 +24,9 @@ struct resource;
 struct outmsg;
 struct obs_group;
 
+/* What starts at an observer's con_at and ends with the peer's answer: a round trip. */
+enum { OBS_TIMING_NONE, OBS_TIMING_PING, OBS_TIMING_CON };
+
 struct observer {
     struct observer *hnext;             /* server hash on (session, token) */
     struct observer *gnext, *gprev;     /* the group's observers */
@@ -31,11 +36,19 @@ struct observer {
     struct outmsg *om;                  /* its CON notification, queued or in flight */
     moonlet_pending *pd;                /* the registration's deferred answer */
     ev_tstamp con_at;                   /* the last CON notification (or registration) */
+    ev_tstamp non_at;                   /* the last NON notification (pacing, §4.5.1) */
     uint16_t last_mid;                  /* of the last NON notification: an RST names it */
     uint16_t since_con;                 /* notifications since the last CON */
-    uint8_t tkl, live, non_sent;
-    uint8_t unv;                        /* counted against unverified_observers */
-    uint8_t check;                      /* a CON check is due (RFC 7641 §4.5) */
+    uint16_t ct;                        /* Content-Format of the registration's answer: the
+                                         * only one it may be sent (§4.2), unless no_ct */
+    /* bit-fields keep an observer in 96 bytes (an allocator's size class) */
+    uint16_t tkl : 4, live : 1, non_sent : 1;
+    uint16_t no_ct : 1;                 /* that answer had no Content-Format */
+    uint16_t ct_open : 1;               /* that answer was a 2.03: the next 2.05 fixes it */
+    uint16_t unv : 1;                   /* counted against unverified_observers */
+    uint16_t check : 1;                 /* a CON check is due (RFC 7641 §4.5) */
+    uint16_t due : 1;                   /* owed the latest state: a NON had to wait (§4.5.1) */
+    uint16_t timing : 2;                /* OBS_TIMING_*: con_at starts a round-trip sample */
     uint8_t token[8];
 };
 

@@ -58,6 +58,7 @@ static const struct key {
     {"observe_con_interval", K_SECONDS, offsetof(struct server_config, observe_con_interval),
      1, 86400},
     {"observe_check", K_SECONDS, offsetof(struct server_config, observe_check), 1, 86400},
+    {"probing_rate", K_FACTOR, offsetof(struct server_config, probing_rate), 0.001, 1e9},
     {"verify", K_CHOICE, offsetof(struct server_config, verify), 0, 2},
     {"unverified_sessions", K_COUNT, offsetof(struct server_config, unverified_sessions), 1,
      1e8},
@@ -98,6 +99,7 @@ server_config_defaults(struct server_config *c)
     c->observe_con_interval = 86400;    /* RFC 7641 §4.5: a CON at least every 24 hours */
     c->multicast_leisure = 5;           /* RFC 7252 §8.2: DEFAULT_LEISURE */
     c->observe_check = 300;
+    c->probing_rate = 1;                /* RFC 7252 §4.8: PROBING_RATE, 1 byte/s */
     c->verify = VERIFY_AUTO;            /* RFC 9175 §2.4: the 3x rule by default */
     c->unverified_sessions = 10000;
     c->unverified_bytes = 4u << 20;

@@ -40,6 +40,7 @@ struct server_config {
     unsigned observe_per_peer;  /* observers per peer */
     unsigned observe_con_every; /* at least every Nth notification is a CON (§4.5) */
     double observe_con_interval; /* and at least one CON in this many seconds (§4.5: 24 h) */
+    double probing_rate;        /* bytes/s of NONs to a peer that does not answer (§4.7) */
     double multicast_leisure;   /* answers to group requests wait up to this long, s (§8.2) */
     double observe_check;       /* a peer observing and quiet this long gets a CON check, s */
     unsigned verify;            /* VERIFY_*: address verification (RFC 9175 §2.4) */

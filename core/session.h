@@ -76,6 +76,12 @@ struct session {
     unsigned nx1, nx2;
     struct observer *obs;               /* its observations (observe.c) */
     unsigned nobs;
+    /* round trips and congestion toward the peer, kept by observe.c (RFC 7641 §4.5.1,
+     * RFC 7252 §4.7); srtt fills the padding after nobs, cc_wait makes a session 224
+     * bytes (mimalloc's size class for 216 already) */
+    float srtt;                         /* smoothed round-trip time (s); 0: no sample yet */
+    ev_tstamp cc_wait;                  /* a CON notification has waited for the peer since
+                                         * (0: none outstanding) */
 };
 
 struct session_pool {

@@ -8,6 +8,10 @@
  *   /s  GET "ok" (small)             /b  GET 3000 bytes (block-wise)
  *   /u  PUT/POST a body: 2.04 "n=LEN"  /o  observable; POST changes it (autonotify)
  *   /d  GET deferred: the test answers it with lo_answer
+ *   /f  observable; GET "f=N" in Content-Format lo->f_ct (3000 bytes when lo->f_big; a
+ *       bare 2.03 when lo->f_valid); PUT sets N and the format from the request's
+ *       (autonotify); a test may change lo->f_ct without notifying
+ *   /c  observable, every notification a CON (notify_con); GET "c=N" with /o's value
  *
  * Include it in exactly one .c file of a program (it defines clock_gettime).
  */
@@ -88,6 +92,8 @@ struct lo {
     struct unit unit;
     long o_value;
     size_t u_len;
+    long f_value;
+    int f_ct, f_big, f_valid;
 };
 
 static unsigned
@@ -185,6 +191,52 @@ lo_o_post(moonlet_req *req, moonlet_resp *resp, void *ud)
 }
 
 static int
+lo_f_get(moonlet_req *req, moonlet_resp *resp, void *ud)
+{
+    struct lo *lo = ud;
+    char txt[3000];
+    int n = snprintf(txt, sizeof txt, "f=%ld", lo->f_value);
+
+    (void)req;
+    if (lo->f_valid) {
+        moonlet_resp_code(resp, MOONLET_VALID);
+        return MOONLET_OK;
+    }
+    if (lo->f_big) {
+        memset(txt + n, '.', sizeof txt - (size_t)n);
+        n = (int)sizeof txt;
+    }
+    moonlet_resp_ct(resp, lo->f_ct);
+    return moonlet_resp_payload(resp, txt, (size_t)n);
+}
+
+static int
+lo_f_put(moonlet_req *req, moonlet_resp *resp, void *ud)
+{
+    struct lo *lo = ud;
+    size_t len;
+    const uint8_t *p = moonlet_req_payload(req, &len);
+    char txt[24];
+
+    snprintf(txt, sizeof txt, "%.*s", (int)(len < 23 ? len : 23), (const char *)p);
+    lo->f_value = strtol(txt, NULL, 10);
+    lo->f_ct = moonlet_req_ct(req);
+    moonlet_resp_code(resp, MOONLET_CHANGED);
+    return MOONLET_OK;
+}
+
+static int
+lo_c_get(moonlet_req *req, moonlet_resp *resp, void *ud)
+{
+    struct lo *lo = ud;
+    char txt[32];
+
+    (void)req;
+    return moonlet_resp_payload(resp, txt, (size_t)snprintf(txt, sizeof txt, "c=%ld",
+                                                            lo->o_value));
+}
+
+static int
 lo_d_get(moonlet_req *req, moonlet_resp *resp, void *ud)
 {
     struct lo *lo = ud;
@@ -241,6 +293,8 @@ lo_start(const char *const *opts)
         {.path = "/u", .put = lo_u_put, .post = lo_u_put},
         {.path = "/o", .obs = 1, .autonotify = 1, .get = lo_o_get, .post = lo_o_post},
         {.path = "/d", .get = lo_d_get},
+        {.path = "/f", .obs = 1, .autonotify = 1, .get = lo_f_get, .put = lo_f_put},
+        {.path = "/c", .obs = 1, .notify_con = 1, .get = lo_c_get},
     };
     static struct lo_dgram queue[LO_QUEUE];     /* 1 MiB: once, not per server */
     struct lo *lo = calloc(1, sizeof *lo);

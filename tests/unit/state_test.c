@@ -2,7 +2,9 @@
  * state_test.c -- the message layer's state machines over the in-process loopback
  * (loopback.h), on a virtual clock: retransmission (RFC 7252 §4.2), deduplication (§4.5),
  * address verification and the 3x rule (RFC 9175 §2.4), Echo (§2.3), the two pools of
- * peers and their budgets, observers reaped (RFC 7641 §4.5), oversize datagrams.
+ * peers and their budgets, observers reaped (RFC 7641 §4.5), oversize datagrams, the
+ * Observe Content-Format rule (§4.2), NON pacing (§4.5.1) and congestion toward a peer
+ * that does not respond (RFC 7252 §4.7).
  */
 #include "loopback.h"
 #include "t.h"
@@ -392,6 +394,347 @@ t_empty_options(void)
     resp_free(&r);
 }
 
+/* ---- Observe: the Content-Format rule, pacing, congestion ------------------------------- */
+
+/* The value of option num in d as a uint, -1 if absent, -2 if d is not a message. */
+static long
+opt_of(const struct lo_dgram *d, unsigned num)
+{
+    struct msg m;
+    struct msg_opt o;
+
+    if (d == NULL || msg_parse(&m, d->buf, d->len) != MSG_OK)
+        return -2;
+    if (msg_find(&m, num, &o) == NULL)
+        return -1;
+    return (long)msg_uint(o.val, o.len);
+}
+
+/* Is d a message with token tok and payload text? */
+static int
+is_msg(const struct lo_dgram *d, unsigned type, unsigned code, const char *tok, const char *text)
+{
+    struct msg m;
+
+    return d && msg_parse(&m, d->buf, d->len) == MSG_OK && m.type == type && m.code == code &&
+           m.tkl == strlen(tok) && memcmp(m.token, tok, m.tkl) == 0 &&
+           m.payload_len == strlen(text) && memcmp(m.payload, text, m.payload_len) == 0;
+}
+
+static unsigned
+type_of(const struct lo_dgram *d)
+{
+    return d->buf[0] >> 4 & 3;
+}
+
+/* Peer p registers on path with token tok (a CON GET with Observe 0); the verification
+ * ping, if one comes, is answered rtt seconds later. Returns the answer (len 0: none). */
+static struct lo_dgram
+observe_reg(struct lo *lo, unsigned p, const char *path, const char *tok, uint16_t mid,
+            double rtt)
+{
+    struct lo_opt obs = {MOONLET_OPT_OBSERVE, "", 0};
+    struct lo_dgram ans = {0}, ping = {0};
+    const struct lo_dgram *d;
+    size_t n = lo_request(req, sizeof req, MT_CON, MOONLET_GET, mid, tok, path, &obs, 1, NULL,
+                          0);
+
+    lo_input(lo, p, req, n, 0);
+    for (int round = 0; round < 2; round++) {
+        while ((d = lo_take(lo, p)) != NULL) {
+            if (is_ping(d))
+                ping = *d;
+            else
+                ans = *d;
+        }
+        if (ping.len == 0)
+            break;
+        if (rtt > 0)
+            lo_advance(lo, rtt);
+        lo_reply_empty(lo, p, &ping, MT_RST);   /* an answer held for it follows */
+        ping.len = 0;
+    }
+    return ans;
+}
+
+/* Peer w PUTs text to /f in Content-Format ct (a 2.04; autonotify). */
+static void
+put_f(struct lo *lo, unsigned w, uint16_t mid, const char *text, uint8_t ct)
+{
+    struct lo_opt cf = {MOONLET_OPT_CONTENT_FORMAT, &ct, ct ? 1 : 0};
+    size_t n = lo_request(req, sizeof req, MT_CON, MOONLET_PUT, mid, "w", "f", &cf, 1, text,
+                          strlen(text));
+
+    lo_input(lo, w, req, n, 0);
+    T_EQ_INT(code_of(lo_take(lo, w)), MOONLET_CHANGED, "the PUT to /f");
+}
+
+static void
+t_cf_rule(void)
+{
+    struct lo *lo = lo_start(NULL);
+    struct lo_dgram a, b;
+    const struct lo_dgram *d;
+
+    /* RFC 7641 §4.2: A registered when /f was text/plain; the format changes without a
+     * notification, B registers (the same request: the same group) and is answered in XML */
+    lo->f_ct = MOONLET_CT_TEXT;
+    a = observe_reg(lo, 0, "f", "A", MID, 0);
+    T_OK(code_of(&a) == MOONLET_CONTENT && opt_of(&a, MOONLET_OPT_CONTENT_FORMAT) == 0 &&
+         opt_of(&a, MOONLET_OPT_OBSERVE) >= 0, "A registers, answered in text/plain (0)");
+    lo->f_ct = MOONLET_CT_XML;
+    b = observe_reg(lo, 1, "f", "B", MID, 0);
+    T_OK(code_of(&b) == MOONLET_CONTENT && opt_of(&b, MOONLET_OPT_CONTENT_FORMAT) == 41 &&
+         opt_of(&b, MOONLET_OPT_OBSERVE) >= 0, "B registers, answered in XML (41)");
+    T_EQ_INT(lo->srv.obs.count, 2, "two observers");
+    put_f(lo, 2, MID + 1, "7", MOONLET_CT_XML);
+    d = lo_take(lo, 0);
+    T_OK(is_msg(d, MT_CON, MOONLET_NOT_ACCEPTABLE, "A", "Content-Format now 41") &&
+         opt_of(d, MOONLET_OPT_OBSERVE) == -1 && opt_of(d, MOONLET_OPT_CONTENT_FORMAT) == -1,
+         "A gets a final 4.06 (CON, no Observe, a short diagnostic) instead of XML (§4.2)");
+    if (d)
+        lo_reply_empty(lo, 0, d, MT_ACK);
+    T_OK(lo_take(lo, 0) == NULL, "once");
+    d = lo_take(lo, 1);
+    T_OK(is_msg(d, MT_NON, MOONLET_CONTENT, "B", "f=7") &&
+         opt_of(d, MOONLET_OPT_CONTENT_FORMAT) == 41 &&
+         opt_of(d, MOONLET_OPT_OBSERVE) > opt_of(&b, MOONLET_OPT_OBSERVE),
+         "B, registered in XML, gets the XML notification with a newer Observe value");
+    T_EQ_INT(lo->srv.obs.count, 1, "A is no observer any more");
+    T_OK(lo_session(lo, 0)->obs == NULL && lo_session(lo, 1)->obs != NULL, "B still is");
+    put_f(lo, 2, MID + 2, "8", MOONLET_CT_XML);
+    for (int i = 0; i < 100; i++)       /* retransmissions, had the 4.06 stayed a CON */
+        lo_advance(lo, 1);
+    T_OK(lo_take(lo, 0) == NULL, "A hears nothing more");
+    T_OK(is_msg(lo_take(lo, 1), MT_NON, MOONLET_CONTENT, "B", "f=8"), "B gets the next one");
+    /* no Content-Format is a format of its own */
+    lo->f_ct = MOONLET_CT_NONE;
+    observe_notify(&lo->srv, tree_find_path(lo->srv.tree, "/f"));
+    lo_run(lo);
+    d = lo_take(lo, 1);
+    T_OK(is_msg(d, MT_CON, MOONLET_NOT_ACCEPTABLE, "B", "Content-Format now absent"),
+         "a representation without Content-Format: 4.06 to B");
+    T_EQ_INT(lo->srv.obs.count, 0, "no observer left");
+    T_OK(tree_find_path(lo->srv.tree, "/f")->groups == NULL, "nor its group");
+    lo_stop(lo);
+}
+
+static void
+t_cf_block(void)
+{
+    struct lo *lo = lo_start(NULL);
+    struct lo_dgram a, b;
+    const struct lo_dgram *d;
+
+    /* RFC 7959 §3.4: a large representation is notified as its block 0; the format rule
+     * holds for it as for any (and the refused observer gets no snapshot to fetch) */
+    lo->f_ct = MOONLET_CT_TEXT;
+    lo->f_big = 1;
+    a = observe_reg(lo, 0, "f", "A", MID, 0);
+    T_OK(code_of(&a) == MOONLET_CONTENT && opt_of(&a, MOONLET_OPT_BLOCK2) == (8 | 6),
+         "A registers: block 0 in text/plain");
+    lo->f_ct = MOONLET_CT_XML;
+    b = observe_reg(lo, 1, "f", "B", MID, 0);
+    T_OK(code_of(&b) == MOONLET_CONTENT && opt_of(&b, MOONLET_OPT_CONTENT_FORMAT) == 41,
+         "B registers: block 0 in XML");
+    put_f(lo, 2, MID + 1, "9", MOONLET_CT_XML);
+    d = lo_take(lo, 0);
+    T_OK(d && code_of(d) == MOONLET_NOT_ACCEPTABLE && opt_of(d, MOONLET_OPT_BLOCK2) == -1 &&
+         opt_of(d, MOONLET_OPT_ETAG) == -1, "A: 4.06, without Block2 or ETag");
+    d = lo_take(lo, 1);
+    T_OK(d && code_of(d) == MOONLET_CONTENT && opt_of(d, MOONLET_OPT_CONTENT_FORMAT) == 41 &&
+         opt_of(d, MOONLET_OPT_BLOCK2) == (8 | 6) && opt_of(d, MOONLET_OPT_SIZE2) == 3000 &&
+         opt_of(d, MOONLET_OPT_OBSERVE) >= 0, "B: block 0 of the XML, Size2 3000");
+    T_EQ_INT(lo->srv.obs.count, 1, "one observer left");
+    lo_stop(lo);
+}
+
+static void
+t_cf_valid(void)
+{
+    struct lo *lo = lo_start(NULL);
+    struct lo_dgram a;
+    const struct lo_dgram *d;
+
+    /* a registration answered 2.03 (§4.4: the client's cached copy is valid) says no
+     * format: the first 2.05 sets it, a later change of format ends the observation */
+    lo->f_valid = 1;
+    a = observe_reg(lo, 0, "f", "A", MID, 0);
+    T_OK(code_of(&a) == MOONLET_VALID && opt_of(&a, MOONLET_OPT_OBSERVE) >= 0 &&
+         opt_of(&a, MOONLET_OPT_CONTENT_FORMAT) == -1, "A registers, answered 2.03");
+    lo->f_valid = 0;
+    lo->f_ct = MOONLET_CT_TEXT;
+    put_f(lo, 2, MID + 1, "3", MOONLET_CT_TEXT);
+    d = lo_take(lo, 0);
+    T_OK(is_msg(d, MT_NON, MOONLET_CONTENT, "A", "f=3") &&
+         opt_of(d, MOONLET_OPT_CONTENT_FORMAT) == 0, "then a 2.05 in text/plain, not a 4.06");
+    put_f(lo, 2, MID + 2, "4", MOONLET_CT_XML);
+    d = lo_take(lo, 0);
+    T_OK(d && code_of(d) == MOONLET_NOT_ACCEPTABLE, "and XML after it is a 4.06");
+    T_EQ_INT(lo->srv.obs.count, 0, "no observer left");
+    lo_stop(lo);
+}
+
+/* Peer 1 POSTs to /o: it changes, its observers are notified. */
+static void
+post_o(struct lo *lo, uint16_t mid)
+{
+    size_t n = lo_request(req, sizeof req, MT_CON, MOONLET_POST, mid, "w", "o", NULL, 0,
+                          NULL, 0);
+
+    lo_input(lo, 1, req, n, 0);
+    while (lo_take(lo, 1) != NULL)
+        ;
+}
+
+static void
+t_pacing(void)
+{
+    struct lo *lo = lo_start(NULL);
+    struct lo_dgram a = observe_reg(lo, 0, "o", "ob", MID, 0.2);
+    const struct lo_dgram *d;
+    struct session *s = lo_session(lo, 0);
+    long first;
+
+    T_OK(code_of(&a) == MOONLET_CONTENT, "registered");
+    T_OK(s && s->srtt > 0.199 && s->srtt < 0.201, "the verification ping's answer after "
+         "0.2 s is the RTT estimate (%.3f)", s ? s->srtt : 0);
+    /* RFC 7641 §4.5.1: five changes within one RTT */
+    for (int i = 0; i < 5; i++) {
+        post_o(lo, (uint16_t)(MID + 1 + i));
+        if (i < 4)
+            lo_advance(lo, 0.01);
+    }
+    d = lo_take(lo, 0);
+    T_OK(is_msg(d, MT_NON, MOONLET_CONTENT, "ob", "o=1"), "the first change goes at once");
+    first = opt_of(d, MOONLET_OPT_OBSERVE);
+    T_OK(lo_take(lo, 0) == NULL, "the next four wait: one NON per round trip");
+    lo_advance(lo, 0.1);
+    T_OK(lo_take(lo, 0) == NULL, "still within the round trip");
+    lo_advance(lo, 0.07);
+    d = lo_take(lo, 0);
+    T_OK(is_msg(d, MT_NON, MOONLET_CONTENT, "ob", "o=5") &&
+         opt_of(d, MOONLET_OPT_OBSERVE) > first,
+         "one round trip after the first: one NON with the latest state");
+    lo_advance(lo, 1);
+    T_OK(lo_take(lo, 0) == NULL, "and nothing else (no queue of old states)");
+    post_o(lo, MID + 9);
+    T_OK(is_msg(lo_take(lo, 0), MT_NON, MOONLET_CONTENT, "ob", "o=6"),
+         "a change a round trip later goes at once");
+    lo_stop(lo);
+}
+
+static void
+t_pacing_no_estimate(void)
+{
+    const char *opts[] = {"verify=off", "ack_timeout=2", "ack_random_factor=1.5", NULL};
+    struct lo *lo = lo_start(opts);
+    struct lo_dgram a = observe_reg(lo, 0, "o", "ob", MID, 0);
+    const struct lo_dgram *d;
+
+    T_OK(code_of(&a) == MOONLET_CONTENT && lo_session(lo, 0)->srtt == 0,
+         "registered without a ping (verify=off): no RTT estimate");
+    post_o(lo, MID + 1);
+    T_OK(is_msg(lo_take(lo, 0), MT_NON, MOONLET_CONTENT, "ob", "o=1"), "the first NON goes");
+    lo_advance(lo, 2.5);
+    post_o(lo, MID + 2);
+    d = lo_take(lo, 0);
+    T_OK(is_msg(d, MT_CON, MOONLET_CONTENT, "ob", "o=2"), "without an estimate, a second one "
+         "within ACK_TIMEOUT * ACK_RANDOM_FACTOR (3 s, §4.5.1) is a CON");
+    lo_advance(lo, 0.05);
+    if (d)
+        lo_reply_empty(lo, 0, d, MT_ACK);
+    T_OK(lo_session(lo, 0)->srtt > 0.049 && lo_session(lo, 0)->srtt < 0.051,
+         "its ACK gives the estimate");
+    lo_advance(lo, 0.1);
+    post_o(lo, MID + 3);
+    T_OK(is_msg(lo_take(lo, 0), MT_NON, MOONLET_CONTENT, "ob", "o=3"), "then NONs again");
+    lo_stop(lo);
+}
+
+static void
+t_probing(void)
+{
+    const char *opts[] = {"ack_timeout=2", "max_retransmit=8", "observe_check=86400", NULL};
+    struct lo *lo = lo_start(opts);
+    struct resource *c = tree_find_path(lo->srv.tree, "/c");
+    const struct lo_dgram *d;
+    double t0 = 0, silent_at = 0, now = 0, end = 900;
+    size_t non_bytes = 0, nons = 0, cons = 0, stale = 0;
+    int other_con = 0;
+    char first_con = 0;
+    struct lo_dgram last = {0};
+
+    /* peer 0 observes /c (every notification a CON) twice and /o (NON) twice, then
+     * acknowledges nothing: RFC 7252 §4.7, NSTART = 1 and PROBING_RATE */
+    observe_reg(lo, 0, "c", "c1", MID, 0);
+    observe_reg(lo, 0, "c", "c2", MID + 1, 0);
+    observe_reg(lo, 0, "o", "o1", MID + 2, 0);
+    observe_reg(lo, 0, "o", "o2", MID + 3, 0);
+    T_EQ_INT(lo->srv.obs.count, 4, "four observers of one peer");
+    for (int step = 0; now < end; step++) {
+        post_o(lo, (uint16_t)(MID + 10 + step));
+        observe_notify(&lo->srv, c);
+        lo_run(lo);
+        while ((d = lo_take(lo, 0)) != NULL) {
+            if (type_of(d) == MT_CON) {
+                cons++;
+                if (first_con == 0)
+                    first_con = (char)d->buf[5];
+                other_con |= d->buf[5] != first_con;    /* another exchange on the wire */
+                if (t0 == 0) {
+                    t0 = now;
+                    silent_at = t0 + 2;
+                }
+                last = *d;
+            } else if (now >= silent_at && silent_at > 0) {
+                char want[32];
+
+                snprintf(want, sizeof want, "o=%ld", lo->o_value);
+                nons++;
+                non_bytes += d->len + 48;
+                stale += !is_msg(d, MT_NON, MOONLET_CONTENT, d->buf[5] == '1' ? "o1" : "o2",
+                                 want);
+            }
+        }
+        lo_advance(lo, 0.5);
+        now += 0.5;
+    }
+    T_OK(cons >= 2 && cons <= 9, "CONs on the wire: the first and its repetitions (%zu)", cons);
+    T_OK(!other_con, "only one CON outstanding: the other observer's waits (NSTART = 1)");
+    T_OK(nons >= 2 && non_bytes <= 1.0 * (end - silent_at) + 2 * 80,
+         "NONs to the silent peer: %zu datagrams, %zu bytes in %.0f s (PROBING_RATE 1 B/s)",
+         nons, non_bytes, end - silent_at);
+    T_EQ_INT(stale, 0, "each with the state of the moment it went");
+    T_EQ_INT(lo->srv.obs.count, 4, "still observing (the CON is still being repeated)");
+    post_o(lo, MID + 5000);
+    T_OK(lo_take(lo, 0) == NULL, "a change while it is silent: held back");
+    /* the peer answers: the CON, replaced meanwhile, goes again at once (§4.5.2) ... */
+    lo_reply_empty(lo, 0, &last, MT_ACK);
+    d = lo_take(lo, 0);
+    T_OK(d && type_of(d) == MT_CON && d->buf[5] == first_con, "the peer acknowledges: the "
+         "CON, replaced meanwhile, goes again with the latest state");
+    if (d) {
+        last = *d;
+        lo_reply_empty(lo, 0, &last, MT_ACK);
+    }
+    /* ... and the observations PROBING_RATE held back get the latest state, without
+     * waiting for another change or for their turn at that rate */
+    nons = stale = 0;
+    while ((d = lo_take(lo, 0)) != NULL) {
+        char want[32];
+
+        if (type_of(d) != MT_NON)
+            continue;
+        snprintf(want, sizeof want, "o=%ld", lo->o_value);
+        nons++;
+        stale += !is_msg(d, MT_NON, MOONLET_CONTENT, d->buf[5] == '1' ? "o1" : "o2", want);
+    }
+    T_EQ_INT(nons, 2, "once it answers again, both NON observers get the latest state");
+    T_EQ_INT(stale, 0, "which is the latest");
+    lo_stop(lo);
+}
+
 int
 main(void)
 {
@@ -409,5 +752,11 @@ main(void)
     t_deaf_first_ping();
     t_goodbye_unverified();
     t_oversize();
+    t_cf_rule();
+    t_cf_block();
+    t_cf_valid();
+    t_pacing();
+    t_pacing_no_estimate();
+    t_probing();
     return t_done();
 }
