@@ -28,7 +28,7 @@ NODE_DIR = os.path.join(HERE, "node")
 POST, PUT, DELETE = 2, 3, 4
 CREATED, DELETED, CHANGED = code(2, 1), code(2, 2), code(2, 4)
 NOT_FOUND, UNAVAILABLE = code(4, 4), code(5, 3)
-LOCATION_PATH, BLOCK2 = 8, 23
+LOCATION_PATH, BLOCK2, BLOCK1 = 8, 23, 27
 
 
 def plugin(name):
@@ -232,11 +232,15 @@ def t_in_flight():
         eq(call(w, GET, path, 0x603).code, NOT_FOUND, "GET after")
 
 
-@test("a removed resource's block-wise transfer ends: its snapshot is freed at once and the "
-      "next block is 4.04")
+@test("a removed resource's block-wise transfers end: a download's snapshot and an "
+      "upload's reassembly buffer are freed at once, and the next block of each is 4.04")
 def t_block_dropped():
     with Server(plugins=[SCRIPT]) as s:
-        c = s.client()
+        c, u = s.client(), s.client()
+        thing = create(u, 0x710, b"t")
+        m = call(u, PUT, thing, 0x711, b"a" * 64, options=[(BLOCK1, 0 << 4 | 1 << 3 | 2)])
+        eq(m.code, code(2, 31), "Block1 block 0: 2.31 Continue")
+        check(stats(s)["uploads"] > 0, "an upload buffer while uploading")
         path = create(c, 0x700, path="/big")
         m = call(c, GET, path, 0x701, options=[(BLOCK2, 0 << 4 | 2)])
         eq((m.code, len(m.payload)), (CONTENT, 64), "block 0")
@@ -245,6 +249,10 @@ def t_block_dropped():
         eq(stats(s)["snapshots"], 0, "snapshot bytes after the removal")
         m = call(c, GET, path, 0x703, options=[(BLOCK2, 1 << 4 | 2)])
         eq(m.code, NOT_FOUND, "block 1")
+        eq(call(u, DELETE, thing, 0x712).code, DELETED, "DELETE " + thing)
+        eq(stats(s)["uploads"], 0, "upload bytes after the removal")
+        m = call(u, PUT, thing, 0x713, b"b" * 10, options=[(BLOCK1, 1 << 4 | 2)])
+        eq(m.code, NOT_FOUND, "Block1 block 1 after the removal")
 
 
 @test("a subtree /files/*: it answers every path below /files and /files itself with the "
