@@ -338,8 +338,9 @@ moonlet_conf_int(const moonlet_conf *c, const char *key, long dflt)
 
     if (v == NULL)
         return dflt;
+    errno = 0;
     n = strtol(v, &end, 0);
-    return *v && *end == '\0' ? n : dflt;
+    return *v && *end == '\0' && errno != ERANGE ? n : dflt;    /* no clamping to LONG_MAX */
 }
 
 int

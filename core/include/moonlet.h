@@ -361,6 +361,7 @@ MOONLET_API void *moonlet_plugin_inherit(moonlet_plugin *p);
  * config file). Valid: for the plugin's lifetime. */
 MOONLET_API const char *moonlet_conf_str(const moonlet_conf *c, const char *key,
                                          const char *dflt);
+/* An integer (decimal, 0x hex, 0 octal): dflt when absent, not a number, or beyond a long. */
 MOONLET_API long moonlet_conf_int(const moonlet_conf *c, const char *key, long dflt);
 MOONLET_API int moonlet_conf_bool(const moonlet_conf *c, const char *key, int dflt);
 

@@ -1041,6 +1041,20 @@ def t_conf():
         eq(get(c, "t/conf", 1).payload, b"none", "/t/conf without -s")
 
 
+@test("moonlet_conf_int: decimal, hex, LONG_MAX itself; out of range, trailing garbage and "
+      "an absent key give the default (-1 here), never a clamped value")
+def t_conf_int():
+    sets = ["t_basic.n=42", "t_basic.h=0x10", "t_basic.max=9223372036854775807",
+            "t_basic.over=9223372036854775808", "t_basic.under=-99999999999999999999",
+            "t_basic.bad=12x"]
+    want = {"n": b"42", "h": b"16", "max": b"9223372036854775807", "over": b"-1",
+            "under": b"-1", "bad": b"-1", "absent": b"-1"}
+    with Server(sets=sets) as s, s.client() as c:
+        for i, (k, v) in enumerate(want.items()):
+            d = request(CON, GET, 0x70 + i, b"c", ["t", "conf"], ["int=" + k])
+            eq(expect_msg(c.exchange(d), d, ACK, CONTENT).payload, v, "conf_int(%s)" % k)
+
+
 @test("-q still prints the ready line; -a 127.0.0.1 -p N serves IPv4 on N")
 def t_quiet_v4():
     port = free_port("127.0.0.1")

@@ -27,6 +27,7 @@ struct t_state {
     unsigned long runs;     /* state-changing handler runs */
     char store[STORE_MAX];
     size_t store_len;
+    const moonlet_conf *conf;
     char greeting[64];
 };
 
@@ -170,8 +171,13 @@ static int big_get(moonlet_req *req, moonlet_resp *resp, void *ud)
 static int conf_get(moonlet_req *req, moonlet_resp *resp, void *ud)
 {
     struct t_state *st = ud;
+    const char *key = moonlet_req_query(req, "int", NULL);
+    char num[32];
 
-    (void)req;
+    if (key) {          /* /t/conf?int=KEY: moonlet_conf_int(KEY, -1) */
+        snprintf(num, sizeof num, "%ld", moonlet_conf_int(st->conf, key, -1));
+        return text(resp, MOONLET_CONTENT, num);
+    }
     return text(resp, MOONLET_CONTENT, st->greeting);
 }
 
@@ -199,6 +205,7 @@ static int t_init(moonlet_plugin *p, const moonlet_conf *conf)
     if (!st)
         return MOONLET_ENOMEM;
     st->p = p;
+    st->conf = conf;
     snprintf(st->greeting, sizeof st->greeting, "%s",
              moonlet_conf_str(conf, "greeting", "none"));
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
