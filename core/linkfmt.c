@@ -68,7 +68,9 @@ sb_attr(struct sbuf *b, const char *name, const char *value)
  * A query item "name=value" keeps the links whose attribute `name` has `value`; a value
  * ending in '*' is a prefix. Multi-valued attributes (rt, if, ct, extra values with
  * spaces) match when any one of their space-separated tokens does. "href" matches the
- * link target. Policy where the RFC leaves it open: an item without '=' ("?obs", "?rt")
+ * link target as written or percent-decoded: a Uri-Query arrives decoded (RFC 7252 §6.4
+ * step 8), so "?href=/x%20y" in a URI is "/x y" here, while a client that did not decode
+ * sends "/x%20y". Policy where the RFC leaves it open: an item without '=' ("?obs", "?rt")
  * keeps the links that carry the attribute at all; several items must all match; an
  * unknown attribute matches nothing, so the answer is an empty 2.05. */
 
@@ -106,13 +108,44 @@ href_len(const struct resource *r)
 }
 
 static int
+hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* An href as written, or percent-decoded (hrefs are canonical: every '%' has two hex
+ * digits, tree.c). */
+static int
+href_match(const char *href, size_t n, const struct linkfmt_filter *f)
+{
+    char dec[REQ_MAX_SEGMENTS * 256 + REQ_MAX_SEGMENTS + 2];
+    size_t k = 0;
+
+    if (value_match(href, n, f))
+        return 1;
+    if (memchr(href, '%', n) == NULL)
+        return 0;
+    for (size_t i = 0; i < n && k < sizeof dec; i++) {
+        if (href[i] == '%' && i + 2 < n && hexval(href[i + 1]) >= 0 &&
+            hexval(href[i + 2]) >= 0) {
+            dec[k++] = (char)(hexval(href[i + 1]) << 4 | hexval(href[i + 2]));
+            i += 2;
+        } else {
+            dec[k++] = href[i];
+        }
+    }
+    return value_match(dec, k, f);
+}
+
+static int
 attr_match(const struct resource *r, const struct linkfmt_filter *f)
 {
     char num[16 * 8];
 
 #define IS(lit) (f->nlen == sizeof lit - 1 && memcmp(f->name, lit, f->nlen) == 0)
     if (IS("href"))
-        return !f->has_value || value_match(r->path, href_len(r), f);
+        return !f->has_value || href_match(r->path, href_len(r), f);
     if (IS("rt"))
         return r->rt && (!f->has_value || tokens_match(r->rt, f));
     if (IS("if"))

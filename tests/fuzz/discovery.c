@@ -424,11 +424,38 @@ token_match(const char *v, size_t n, const struct item *it)
     return 0;
 }
 
+/* The README's href policy: the target as written, or with every %XX decoded. */
+static int
+href_match(const struct lf_link *l, const struct item *it)
+{
+    char *dec;
+    size_t k = 0;
+    int ok;
+
+    if (value_match(l->href, l->hlen, it))
+        return 1;
+    dec = malloc(l->hlen + 1);
+    CHECK(dec != NULL);
+    for (size_t i = 0; i < l->hlen; i++) {
+        unsigned v;
+
+        if (l->href[i] == '%' && i + 2 < l->hlen && sscanf(l->href + i + 1, "%2x", &v) == 1) {
+            dec[k++] = (char)v;
+            i += 2;
+        } else {
+            dec[k++] = l->href[i];
+        }
+    }
+    ok = value_match(dec, k, it);
+    free(dec);
+    return ok;
+}
+
 static int
 link_match(const struct lf_link *l, const struct item *it)
 {
     if (name_is(it, "href"))
-        return !it->has_value || value_match(l->href, l->hlen, it);
+        return !it->has_value || href_match(l, it);
     for (unsigned j = 0; j < l->nparam; j++) {
         const struct lf_param *pa = &l->param[j];
 

@@ -901,6 +901,19 @@ def t_links_attrs():
         check("/l/sp%20ace" in d, "/l/sp%%20ace not listed percent-encoded: %r" % text)
 
 
+@test("?href= finds a percent-encoded href written either way: coap-client's "
+      "?href=/l/sp%20ace (its Uri-Query goes decoded, RFC 7252 §6.4) and a raw Uri-Query "
+      "'href=/l/sp%20ace'; a prefix ?href=/l/sp* too")
+def t_links_href_encoded():
+    with lua_server("links.lua") as s, s.client() as c:
+        rc, out, err = coap_client("coap://[::1]:%d/.well-known/core?href=/l/sp%%20ace" % s.port)
+        eq((rc, out.strip(), err), (0, "</l/sp%20ace>", ""), "coap-client ?href=/l/sp%20ace")
+        for q in ("href=/l/sp%20ace", "href=/l/sp ace", "href=/l/sp*"):
+            d = request(CON, GET, 0x9a0, b"h", [".well-known", "core"], [q])
+            m = expect_msg(c.exchange(d), d, ACK, CONTENT)
+            eq([h for h, _ in link_parse(m.payload.decode())], ["/l/sp%20ace"], "?" + q)
+
+
 @test("resource object: .path, :notify() and moonlet.notify(path|resource) -> true; "
       "notify of an unknown path -> nil, 'no such resource'; moonlet.resource in a handler "
       "creates the resource at run time, and a second time gives nil and a reason")
