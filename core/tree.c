@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 #include "tree.h"
@@ -206,6 +207,20 @@ name_ok(const char *s)
     return 1;
 }
 
+/* What the definition's own fields write (and href, which filters match): an extra
+ * attribute of that name would make a link with two, which filters read either way
+ * (RFC 8288 §3: names compare case-insensitively). */
+static int
+builtin_name(const char *s)
+{
+    static const char *const names[] = {"rt", "if", "ct", "sz", "obs", "title", "href"};
+
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (strcasecmp(s, names[i]) == 0)
+            return 1;
+    return 0;
+}
+
 static char *
 dup_or_null(const char *s, int *fail)
 {
@@ -313,6 +328,11 @@ tree_resource_new(const moonlet_resource_def *def, size_t def_size, void *ud, st
         for (size_t i = 0; i < n; i++) {
             if (!name_ok(d.extra[i].name) || (d.extra[i].value && !text_ok(d.extra[i].value))) {
                 snprintf(err, errlen, "%s: bad link attribute '%s'", d.path, d.extra[i].name);
+                goto fail;
+            }
+            if (builtin_name(d.extra[i].name)) {
+                snprintf(err, errlen, "%s: link attribute '%s' has its own field", d.path,
+                         d.extra[i].name);
                 goto fail;
             }
             r->extra[i].name = dup_or_null(d.extra[i].name, &fail);

@@ -185,7 +185,8 @@ typedef struct moonlet_resource_def {
      * ABI 1.2: autonotify: a 2.xx answer to PUT/POST/DELETE/PATCH/iPATCH notifies;
      * notify_con: every notification is a CON (default: NON with a CON now and then) */
     unsigned obs : 1, hidden : 1, autonotify : 1, notify_con : 1;
-    const moonlet_attr *extra;  /* other link attributes, ended by {NULL, NULL} */
+    const moonlet_attr *extra;  /* other link attributes, ended by {NULL, NULL}; not rt, if,
+                                   ct, sz, obs, title (fields of their own) or href */
     moonlet_handler get, post, put, del, fetch, patch, ipatch;
     moonlet_handler any;        /* used for any method without its own handler */
     /* ABI 1.1. Streamed uploads: when set, the core does not buffer request bodies of this

@@ -13,6 +13,7 @@
  */
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 #include "discovery.h"
 #include "msg.h"
@@ -300,10 +301,16 @@ text_valid(const char *s)
     return 1;
 }
 
-/* RFC 5987 parmname, the attribute names of RFC 6690 §2 */
+/* RFC 5987 parmname, the attribute names of RFC 6690 §2 -- but not the names the
+ * definition's own fields write (and href), in any case (RFC 8288 §3) */
 static int
 name_valid(const char *s)
 {
+    static const char *const own[] = {"rt", "if", "ct", "sz", "obs", "title", "href"};
+
+    for (size_t i = 0; i < sizeof own / sizeof *own; i++)
+        if (strcasecmp(s, own[i]) == 0)
+            return 0;
     if (*s == '\0')
         return 0;
     for (; *s; s++)

@@ -144,6 +144,21 @@ test_validation(void)
 
         T_OK(mk(&def, err) == NULL, "attribute name with a space refused");
     }
+    {
+        static const moonlet_attr rt[] = {{"RT", "x"}, {NULL, NULL}};
+        static const moonlet_attr obs[] = {{"obs", NULL}, {NULL, NULL}};
+        static const moonlet_attr anchor[] = {{"anchor", "coap://h"}, {NULL, NULL}};
+        moonlet_resource_def def = {.path = "/x", .extra = rt, .get = h_get};
+        struct resource *r;
+
+        T_OK(mk(&def, err) == NULL && strstr(err, "has its own field"),
+             "an extra 'RT' refused: a link would carry two rt (%s)", err);
+        def.extra = obs;
+        T_OK(mk(&def, err) == NULL, "an extra flag 'obs' refused");
+        def.extra = anchor;
+        T_OK((r = mk(&def, err)) != NULL, "an extra 'anchor' is fine");
+        tree_resource_free(r);
+    }
 }
 
 static char *
