@@ -406,6 +406,17 @@ main(int argc, char **argv)
     else if (run.cf && run.cf->log_level != CONFIG_UNSET)
         log_set_level(run.cf->log_level);
     if (check_only) {
+#ifdef MOONLET_LUA
+        char why[300];
+        struct conf_item *lua = conf_join(NULL, run.cf->lua, run.sets);
+        int bad = lua_loader.check(lua, why, sizeof why);
+
+        conf_list_free(lua);
+        if (bad) {
+            log_error("%s: %s", run.file, why);
+            goto out;
+        }
+#endif
         for (unsigned i = 0; i < run.cf->nunits; i++)
             if (access(run.cf->units[i].path, R_OK) != 0) {
                 log_error("%s: %s: cannot read: %s", run.file, run.cf->units[i].path,

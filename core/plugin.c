@@ -179,7 +179,7 @@ plugin_retire(struct server *srv, struct unit *u)
 }
 
 const struct loader plugin_loader = {".so", plugin_load, plugin_retire, NULL, plugin_destroy,
-                                     NULL};
+                                     NULL, NULL};
 
 /* ---- settings lists ------------------------------------------------------------------ */
 

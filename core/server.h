@@ -77,6 +77,9 @@ struct loader {
     void (*destroy)(struct server *srv, struct unit *u);
     /* After every unit of this loader is gone (shutdown). May be NULL. */
     void (*fini)(struct server *srv);
+    /* Check the loader's own settings (the `lua` group, -s lua.*) without applying them:
+     * `moonlet -t`. 0, or -1 with a one-line reason. May be NULL. */
+    int (*check)(const struct conf_item *conf, char *err, size_t errlen);
 };
 
 #define SERVER_LOADERS 4

@@ -692,5 +692,16 @@ lua_fini(struct server *srv)
     srv->lua = NULL;
 }
 
+/* moonlet -t: the lua settings as a load would apply them, applied to nothing */
+static int
+lua_check(const struct conf_item *conf, char *err, size_t errlen)
+{
+    struct lua_rt scratch = {0};
+    int rc = settings(&scratch, conf, err, errlen);
+
+    free(scratch.paths);
+    return rc;
+}
+
 const struct loader lua_loader = {".lua", lua_load_script, lua_retire, lua_busy, lua_destroy,
-                                  lua_fini};
+                                  lua_fini, lua_check};

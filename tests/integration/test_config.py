@@ -124,6 +124,17 @@ def t_check_example():
     eq((rc, out), (0, [EXAMPLE + ": configuration OK"]), "exit status and output")
 
 
+@test("-t checks -s lua.* as a load would (noticed in issue 12's review): a memory below "
+      "64 KiB and an unknown lua setting are one error line each, exit 1; a good one passes")
+def t_check_lua_sets():
+    for s, want in [("lua.memory=12", "-s lua.memory=12: bytes, 65536..1099511627776"),
+                    ("lua.bogus=1", "-s lua.bogus: unknown setting")]:
+        rc, out = run_moonlet(["-t", "-c", EXAMPLE, "-s", s], plugins=[])
+        eq((rc, errors_of(out)), (1, [EXAMPLE + ": " + want]), "-t -s " + s)
+    rc, out = run_moonlet(["-t", "-c", EXAMPLE, "-s", "lua.memory=1048576"], plugins=[])
+    eq((rc, out), (0, [EXAMPLE + ": configuration OK"]), "-t -s lua.memory=1048576")
+
+
 @test("-t reports every problem as FILE:LINE: a scheme not built yet, an unknown key, a bad -o value, an unknown -o "
       "key, a bad log_level, a wrong suffix, a wrong type; exit 1")
 def t_check_errors():
