@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "block.h"
+#include "crash.h"
 #include "log.h"
 #include "option.h"
 #include "server.h"
@@ -526,7 +527,11 @@ block1(struct server *srv, struct moonlet_req *req, struct resource *r, struct b
         return too_large(srv, resp);
     }
     if (r->body) {                      /* streamed: the plugin takes each piece as it comes */
+        struct crash_ctx cc = {r->unit->name, r->path, req->method, "body of"};
+        struct crash_ctx *up = crash_enter(&cc);
         int rc = r->body(req, x->len, req->payload, len, !b.more, r->ud);
+
+        crash_leave(up);
 
         if (rc != MOONLET_OK) {
             xfer1_drop(srv, s, x);
@@ -652,7 +657,11 @@ block_request(struct server *srv, struct moonlet_req *req, struct resource *r,
     if ((has_size1 && size1 > srv->cfg.max_body) || req->payload_len > srv->cfg.max_body)
         return too_large(srv, resp);
     if (r->body && req->payload_len) {  /* a streamed resource sees every body the same way */
+        struct crash_ctx cc = {r->unit->name, r->path, req->method, "body of"};
+        struct crash_ctx *up = crash_enter(&cc);
         int rc = r->body(req, 0, req->payload, req->payload_len, 1, r->ud);
+
+        crash_leave(up);
 
         if (rc != MOONLET_OK) {
             if (rc == MOONLET_ERANGE)

@@ -161,9 +161,15 @@ on_fatal(int sig, siginfo_t *si, void *uc)
         put(&l, " in ");
         put(&l, c->unit);
         put(&l, ": ");
-        put(&l, c->path ? method_name(c->method) : "a timer");
-        put(&l, c->path ? " " : "");
-        put(&l, c->path);
+        if (c->what) {
+            put(&l, c->what);
+            put(&l, c->path ? " " : "");
+        }
+        if (c->path || !c->what) {
+            put(&l, c->path ? method_name(c->method) : "a timer");
+            put(&l, c->path ? " " : "");
+            put(&l, c->path);
+        }
     }
     put(&l, "; backtrace:\n");
     write_all(l.buf, l.n);

@@ -11,6 +11,8 @@ struct crash_ctx {
     const char *unit; /* a plugin's name, a script's path */
     const char *path; /* the resource's path; NULL: a timer */
     unsigned method;  /* MOONLET_GET..., with path */
+    const char *what; /* NULL: a handler (path) or a timer; else "init", "fini", or
+                         "body of" (a streamed upload's callback, with path) */
 };
 
 /* The call running now, or NULL. Global because a signal handler has no other way to find

@@ -112,7 +112,7 @@ dispatch_call(struct server *srv, struct resource *r, unsigned slot, struct moon
     r->refs++;                          /* the caller's, released when it is done with r */
     r->unit->refs++;
     /* a fatal signal in the handler names its unit, method and path (crash.c) */
-    struct crash_ctx cc = {r->unit->name, r->path, req->method}, *up = crash_enter(&cc);
+    struct crash_ctx cc = {r->unit->name, r->path, req->method, NULL}, *up = crash_enter(&cc);
     rc = r->unit->rt->call(r, r->h[slot], req, resp);
     crash_leave(up);
     if (req->answered) {                /* the handler sent its pending itself */

@@ -79,8 +79,12 @@ plugin_destroy(struct server *srv, struct unit *u)
         p->data = NULL;
     if (p->phase == PLUGIN_RUNNING) {
         p->phase = PLUGIN_FINI;
-        if (p->copy.fini)
+        if (p->copy.fini) {
+            struct crash_ctx cc = {p->copy.name, NULL, 0, "fini"}, *up = crash_enter(&cc);
+
             p->copy.fini(p);
+            crash_leave(up);
+        }
     }
     timers_stop_all(p);
     if (p->dl)
@@ -146,7 +150,12 @@ plugin_load(struct server *srv, const char *path, const struct conf_item *conf,
     p->phase = PLUGIN_INIT;
     if (prev && prev->ld == &plugin_loader)
         p->prev = (struct moonlet_plugin *)prev;
-    rc = p->copy.init(p, &p->conf);
+    {
+        struct crash_ctx cc = {p->copy.name, NULL, 0, "init"}, *up = crash_enter(&cc);
+
+        rc = p->copy.init(p, &p->conf);
+        crash_leave(up);
+    }
     p->prev = NULL;
     if (rc != MOONLET_OK) {
         snprintf(err, errlen, "%s: init of '%s' failed (%d)", path, p->copy.name, rc);
@@ -382,7 +391,7 @@ static void
 timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct moonlet_timer *t = (struct moonlet_timer *)w;
-    struct crash_ctx cc = {t->p->unit.name, NULL, 0}, *up;
+    struct crash_ctx cc = {t->p->unit.name, NULL, 0, NULL}, *up;
     int oneshot = w->repeat <= 0;
 
     (void)loop, (void)revents;

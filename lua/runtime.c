@@ -222,7 +222,7 @@ coro_step(struct coro *co, int nargs, moonlet_resp *resp, int *clean)
 {
     struct script *sc = co->sc;
     /* a fatal signal while the script runs names it: a resumption after a wait, a timer */
-    struct crash_ctx cc = {sc->path, co->res ? co->res->path : NULL, co->method}, *up;
+    struct crash_ctx cc = {sc->path, co->res ? co->res->path : NULL, co->method, NULL}, *up;
     char err[200], label[300];
     int nres = 0, rc;
 

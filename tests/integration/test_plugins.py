@@ -13,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from coaptest import (  # noqa: E402
-    ACK, CON, CONTENT, GET, READY_RE, Client, ProcLog, Server, cfg, check, coap_client, eq,
+    ACK, CON, CONTENT, GET, PUT, READY_RE, Client, ProcLog, Server, cfg, check, coap_client, eq,
     expect_msg, free_port, main, note, request, run_moonlet, test)
 
 
@@ -165,6 +165,25 @@ def t_crash_report():
         with Doomed([plugin("t_crash")]) as d, Client(d.port) as c:
             c.send(request(CON, GET, 1, b"c", path))
             died_of(d, sig, "t_crash", "GET " + path)
+
+
+@test("a crash outside request handlers is reported where it happened: a streamed upload's "
+      "body callback ('body of PUT /crash/body'), the plugin's init (before the ready line) "
+      "and its fini (at SIGTERM) -- each one 'fatal:' line naming the plugin and the phase")
+def t_crash_phases():
+    with Doomed([plugin("t_crash")]) as d, Client(d.port) as c:
+        c.send(request(CON, PUT, 1, b"c", "/crash/body", payload=b"x"))
+        died_of(d, signal.SIGABRT, "t_crash", "body of PUT /crash/body")
+    p = subprocess.Popen([cfg.moonlet, "-a", "::1", "-p", "0", "-s", "t_crash.at=init",
+                          plugin("t_crash")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = p.communicate(timeout=10)[0].decode("utf-8", "replace")
+    fatal = [x for x in out.splitlines() if " fatal: " in x]
+    check(p.returncode in (-signal.SIGABRT, 1) and len(fatal) == 1 and
+          "SIGABRT" in fatal[0] and "in t_crash: init;" in fatal[0],
+          "init crash: %r %r" % (p.returncode, out[-800:]))
+    with Doomed([plugin("t_crash")], ["-s", "t_crash.at=fini"]) as d:
+        os.kill(d.proc.pid, signal.SIGTERM)
+        died_of(d, signal.SIGABRT, "t_crash: fini")
 
 
 @test("a signal from outside (kill -SEGV) while a Lua handler loops -> the line names the "

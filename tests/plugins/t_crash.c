@@ -8,6 +8,8 @@
  *               where the division does not trap)
  * /crash/stack  unbounded recursion (SIGSEGV on the guard page: the report needs its
  *               alternate stack)
+ * /crash/body   a streamed resource whose body callback aborts (PUT)
+ * -s t_crash.at=init (or fini): abort() in the plugin's init (or fini)
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -63,6 +65,16 @@ stack(moonlet_req *req, moonlet_resp *resp, void *ud)
 }
 
 static int
+body_abort(moonlet_req *req, size_t offset, const uint8_t *data, size_t len, int last,
+           void *ud)
+{
+    (void)req, (void)offset, (void)data, (void)len, (void)last, (void)ud;
+    abort();
+}
+
+static int at_fini;
+
+static int
 crash_init(moonlet_plugin *p, const moonlet_conf *conf)
 {
     static const moonlet_resource_def defs[] = {
@@ -70,13 +82,25 @@ crash_init(moonlet_plugin *p, const moonlet_conf *conf)
         {.path = "/crash/abort", .get = do_abort},
         {.path = "/crash/fpe", .get = fpe},
         {.path = "/crash/stack", .get = stack},
+        {.path = "/crash/body", .put = do_abort, .body = body_abort},
     };
+    const char *at = moonlet_conf_str(conf, "at", "");
 
-    (void)conf;
+    if (at[0] == 'i')
+        abort();
+    at_fini = at[0] == 'f';
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
         if (!moonlet_resource_add(p, &defs[i], NULL))
             return MOONLET_EINVAL;
     return MOONLET_OK;
 }
 
-MOONLET_PLUGIN("t_crash", "1", crash_init, NULL);
+static void
+crash_fini(moonlet_plugin *p)
+{
+    (void)p;
+    if (at_fini)
+        abort();
+}
+
+MOONLET_PLUGIN("t_crash", "1", crash_init, crash_fini);
