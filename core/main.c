@@ -98,33 +98,19 @@ apply_opts(struct server_config *cfg)
     return 0;
 }
 
-/* a + b + c as one new list (a unit's settings, the lua ones, the command line's) */
+/* a + b + c as one new list (a unit's settings, the lua ones, the command line's), the
+ * items copied as they are: no detour through "NAME.KEY=VALUE" text, which cut a value
+ * at 1 KiB (a long lua.paths) */
 static struct conf_item *
 conf_join(const struct conf_item *a, const struct conf_item *b, const struct conf_item *c)
 {
     const struct conf_item *lists[3] = {a, b, c};
-    struct conf_item *out = NULL;
+    struct conf_item *out = NULL, **tail = &out;
 
     for (int i = 0; i < 3; i++)
-        for (const struct conf_item *x = lists[i]; x; x = x->next) {
-            char arg[1024];
-
-            snprintf(arg, sizeof arg, "%s.%s=%s", x->plugin, x->key, x->value);
-            if (x->plugin[0] == '\0') {        /* "" has no dot form: add it by hand */
-                struct conf_item *n = calloc(1, sizeof *n), **tail = &out;
-
-                if (n == NULL)
-                    continue;
-                n->plugin = strdup("");
-                n->key = strdup(x->key);
-                n->value = strdup(x->value);
-                while (*tail)
-                    tail = &(*tail)->next;
-                *tail = n;
-            } else {
-                conf_add(&out, arg);
-            }
-        }
+        if (conf_list_copy(lists[i], tail) == 0)
+            while (*tail)
+                tail = &(*tail)->next;
     return out;
 }
 

@@ -1571,6 +1571,17 @@ def t_sandbox_paths():
             eq(r["ok"], False, "io.open(%s) without lua.paths (%r)" % (data, r))
 
 
+@test("a long -s lua.paths (1.5 KiB, the directory last) is taken whole: require finds the "
+      "module (noticed in issue 12's review: settings were cut at 1 KiB on their way)")
+def t_sandbox_long_paths():
+    with TempScripts({"extmod.lua": "return { answer = 7 }\n"}) as t:
+        paths = ":".join(["/nonexistent/" + "x" * 120] * 12 + [t.dir])
+        check(len(paths) > 1500, "the value is long")
+        with lua_server("sandbox.lua", sets=["lua.paths=" + paths]) as s, s.client() as c:
+            r = js(post(c, "s/require", b"extmod", mcode=CONTENT))
+            eq((r["ok"], r.get("answer")), (True, 7), "require 'extmod' (%r)" % r)
+
+
 # =============================================================================================
 # logging, clock, codecs, state (misc.lua)
 # =============================================================================================
