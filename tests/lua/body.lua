@@ -3,39 +3,8 @@
 -- 4.00/4.13/4.15. Driven by tests/integration/test_body.py.
 local moonlet = require "moonlet"
 
--- a canonical text for a value: i5, f0.5, x<hex> (strings), true, null (moonlet.json.null),
--- nil, {KEY=VALUE,...} sorted by the key's text, tag<N>(VALUE) or tag<N>b(VALUE) (bytes)
-local describe
-
-local function hex(s)
-  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
-
-local function number(v)
-  if math.type(v) == "integer" then return "i" .. v end
-  if v ~= v then return "fnan" end
-  return "f" .. string.format("%.17g", v)
-end
-
-local function tab(t)
-  local mt = getmetatable(t)
-  if mt and mt.__name == "moonlet.cbor.tagged" then
-    return "tag" .. t.tag .. (t.bytes and "b" or "") .. "(" .. describe(t.value) .. ")"
-  end
-  local items = {}
-  for k, v in pairs(t) do items[#items + 1] = describe(k) .. "=" .. describe(v) end
-  table.sort(items)
-  return "{" .. table.concat(items, ",") .. "}"
-end
-
-describe = function(v)
-  local ty = type(v)
-  if ty == "number" then return number(v) end
-  if ty == "string" then return "x" .. hex(v) end
-  if ty == "table" then return tab(v) end
-  if v == moonlet.json.null then return "null" end
-  return tostring(v)
-end
+local text = require "describe"
+local describe, hex = text.describe, text.hex
 
 -- POST /b/echo: "ok " .. describe(req.body); the rest of the handler runs only after a
 -- successful read (moonlet.state.reached counts the handler runs that got past it)

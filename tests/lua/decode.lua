@@ -3,35 +3,8 @@
 -- the error; ?short: "ok TYPE COUNT" instead. GET /d/misuse: what raises and what does not.
 local moonlet = require "moonlet"
 
--- a canonical text for a value: i5, f0.5, xHEX (strings), true, nil, null (cjson.null),
--- {KEY=VALUE,...} sorted by the key's text
-local describe
-
-local function hex(s)
-  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
-
-local function number(v)
-  if math.type(v) == "integer" then return "i" .. v end
-  if v ~= v then return "fnan" end
-  return "f" .. string.format("%.17g", v)
-end
-
-local function tab(t)
-  local items = {}
-  for k, v in pairs(t) do items[#items + 1] = describe(k) .. "=" .. describe(v) end
-  table.sort(items)
-  return "{" .. table.concat(items, ",") .. "}"
-end
-
-describe = function(v)
-  local ty = type(v)
-  if ty == "number" then return number(v) end
-  if ty == "string" then return "x" .. hex(v) end
-  if ty == "table" then return tab(v) end
-  if v == moonlet.json.null then return "null" end
-  return tostring(v)
-end
+local text = require "describe"
+local describe = text.describe
 
 local function count(v)
   if type(v) ~= "table" then return 0 end
