@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proc.h"
+
 #define MAX_SOCKETS 256
 #define WINDOW 32           /* registrations outstanding per socket */
 
@@ -35,32 +37,6 @@ static int socks[MAX_SOCKETS];
 static unsigned nsocks, nobs;
 static uint16_t mids[MAX_SOCKETS];
 static uint32_t *seen;      /* per observer: the round whose notification arrived */
-
-static double
-now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static long
-rss_kb(const char *pid)
-{
-    char path[64], line[256];
-    long kb = -1;
-    FILE *f;
-
-    snprintf(path, sizeof path, "/proc/%s/status", pid);
-    if ((f = fopen(path, "r")) == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld", &kb) == 1)
-            break;
-    fclose(f);
-    return kb;
-}
 
 /* A request: type, code, MID, 4-byte token, Observe (or none), Uri-Path segments. */
 static size_t

@@ -14,24 +14,11 @@ MOONLET=$1
 BENCH=$2
 OBSERVERS=${3:-10000}
 SOCKETS=${4:-40}
-CPU_S=0 CPU_C=1
-[ "$(nproc)" -ge 2 ] || CPU_C=0
-LOG=$(mktemp)
-PID=
 # shellcheck source=tests/bench/lib.sh
 . "$HERE/lib.sh"
-cleanup() {
-	stop_pid "$PID"
-	rm -f "$LOG"
-}
-trap cleanup EXIT
+one_server
 taskset -c $CPU_S "$MOONLET" -a ::1 -p 0 "$HERE/observe.lua" >"$LOG" 2>&1 &
 PID=$!
-for _ in $(seq 1 50); do
-	grep -q 'ready udp://' "$LOG" && break
-	sleep 0.1
-done
-PORT=$(sed -n 's/.*ready udp:\/\/\[::1\]:\([0-9]*\).*/\1/p' "$LOG" | head -n 1)
-[ -n "$PORT" ] || { echo "observe.sh: moonlet did not start:"; cat "$LOG"; exit 1; }
+PORT=$(ready_port observe.sh) || exit 1
 echo "== Observe fan-out: $OBSERVERS observers over $SOCKETS sockets (targets: < 50 ms, < 300 B)"
 taskset -c $CPU_C "$BENCH" ::1 "$PORT" "$PID" "$OBSERVERS" "$SOCKETS" 5

@@ -44,6 +44,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proc.h"
+
 #define BATCH 64
 #define PEER_BASE 0x7F010001u /* 127.1.0.1 */
 #define TRIGGER 0x7F000001u   /* 127.0.0.1, the server's own address: not a device */
@@ -73,38 +75,12 @@ static struct {
 } out;
 
 static double
-now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static double
 own_cpu_ms(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static long
-rss_kb(const char *pid)
-{
-    char path[64], line[256];
-    long kb = -1;
-    FILE *f;
-
-    snprintf(path, sizeof path, "/proc/%s/status", pid);
-    if ((f = fopen(path, "r")) == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld", &kb) == 1)
-            break;
-    fclose(f);
-    return kb;
 }
 
 /* utime + stime of the process, in ms (/proc/PID/stat fields 14 and 15) */

@@ -17,29 +17,16 @@ MOONLET=$1
 BENCH=$2
 shift 2
 [ $# -gt 0 ] || set -- 10000 50000 100000
-CPU_S=0 CPU_C=1
-[ "$(nproc)" -ge 2 ] || CPU_C=0
-LOG=$(mktemp)
-PID=
 # shellcheck source=tests/bench/lib.sh
 . "$HERE/lib.sh"
-cleanup() {
-	stop_pid "$PID"
-	rm -f "$LOG"
-}
-trap cleanup EXIT
+one_server
 status=0
 echo "== Devices: one observation each, default settings (target: 100,000 held, missing 0)"
 for n in "$@"; do
 	: >"$LOG"
 	taskset -c $CPU_S "$MOONLET" -a 127.0.0.1 -p 0 "$HERE/observe.lua" >"$LOG" 2>&1 &
 	PID=$!
-	for _ in $(seq 1 50); do
-		grep -q 'ready udp://' "$LOG" && break
-		sleep 0.1
-	done
-	PORT=$(sed -n 's/.*ready udp:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$LOG" | head -n 1)
-	[ -n "$PORT" ] || { echo "peers.sh: moonlet did not start:"; cat "$LOG"; exit 1; }
+	PORT=$(ready_port peers.sh) || exit 1
 	taskset -c $CPU_C "$BENCH" "$PORT" "$PID" "$n" "${PEERS_WINDOW:-256}" 5 \
 		"${PEERS_LINGER:-0}" || status=1
 	kill -USR1 "$PID"
