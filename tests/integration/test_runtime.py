@@ -296,6 +296,33 @@ def t_subtree_children():
         check(etag2 != etag, "a new ETag")
 
 
+@test("a children function that raises, returns a bad entry, or loops (lua.instructions): "
+      "discovery is still served with every other link, the subtree's own included, and "
+      "the log names the script, the subtree and the reason")
+def t_children_broken():
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "kids.lua")
+        with open(path, "w") as f:
+            f.write('local moonlet = require "moonlet"\n'
+                    'local ok = function() return moonlet.CONTENT, "x" end\n'
+                    'moonlet.resource{ path = "/a/*", get = ok,\n'
+                    '  children = function() error("no listing today") end }\n'
+                    'moonlet.resource{ path = "/b/*", get = ok,\n'
+                    '  children = function() return { "good", 42, "never" } end }\n'
+                    'moonlet.resource{ path = "/c/*", get = ok,\n'
+                    '  children = function() while true do end end }\n'
+                    'moonlet.resource{ path = "/d", get = ok }\n')
+        with Server(plugins=[path], sets=["lua.instructions=100000"]) as s:
+            c = s.client()
+            links, _ = discovery(c, 0x880)
+            eq(sorted(links), ["/a", "/b", "/b/good", "/c", "/d"], "links")
+            for what in (r"/a/\*: children: .*no listing today",
+                         r"/b/\*: children: .*entry 2 is not a path",
+                         r"/c/\*: children: .*instruction budget"):
+                check(s.log.wait_for(what, 2.0) is not None, "no log line %r" % what)
+            eq(call(c, GET, "/d", 0x881).code, CONTENT, "the server serves on")
+
+
 @test("C plugin: POST /t/items creates /t/items/N with moonlet_resource_add in a handler; "
       "GET answers the body; DELETE removes it with moonlet_resource_remove from its own "
       "handler; /t/tree/* sees moonlet_req_base and lists its children")
