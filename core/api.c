@@ -195,6 +195,12 @@ moonlet_req_peer_str(const moonlet_req *req)
     return request_scratch((moonlet_req *)req, buf, strlen(buf));
 }
 
+const moonlet_identity *
+moonlet_req_identity(const moonlet_req *req)
+{
+    return access_identity(req ? req->sess : NULL);
+}
+
 moonlet_pending *
 moonlet_defer(moonlet_req *req, unsigned deadline_ms)
 {

@@ -426,17 +426,26 @@ strings(struct ctx *x, const config_setting_t *s, unsigned *n)
     return out;
 }
 
-/* "coap://[ADDR]:PORT", "coap://ADDR:PORT", port optional (5683, RFC 7252 §6.1). */
-static int
-parse_listen(const char *uri, struct config_listen *l)
+/* "coap://[ADDR]:PORT", "coap://ADDR:PORT", port optional (5683, RFC 7252 §6.1); the same
+ * with coaps:// (5684, §6.2). */
+int
+config_parse_listen(const char *uri, struct config_listen *l)
 {
     const char *p = uri, *end;
     char *e;
     long port = 5683;
 
-    if (strncmp(p, "coap://", 7) != 0)
+    l->addr = NULL;
+    l->secure = 0;
+    if (strncmp(p, "coaps://", 8) == 0) {
+        l->secure = 1;
+        port = 5684;
+        p += 8;
+    } else if (strncmp(p, "coap://", 7) == 0) {
+        p += 7;
+    } else {
         return -1;
-    p += 7;
+    }
     if (*p == '[') {
         if ((end = strchr(p, ']')) == NULL)
             return -1;
@@ -606,8 +615,8 @@ units(struct ctx *x, const config_setting_t *list, const char *suffix, const cha
 static void
 listeners(struct ctx *x, const config_setting_t *s)
 {
-    static const char *const later[] = {"coaps://",   "coap+tcp://", "coaps+tcp://",
-                                        "coap+ws://", "coaps+ws://", NULL};
+    static const char *const later[] = {"coap+tcp://", "coaps+tcp://", "coap+ws://",
+                                        "coaps+ws://", NULL};
     struct config *c = x->c;
     unsigned n;
     char **uris = strings(x, s, &n);
@@ -619,12 +628,13 @@ listeners(struct ctx *x, const config_setting_t *s)
         while (later[k] && strncmp(uris[i], later[k], strlen(later[k])) != 0)
             k++;
         if (later[k]) { /* RFC 7252 §6.2, RFC 8323 §8: schemes still to come */
-            bad(x, s, "listen: '%s': %s listeners are not built yet (coap:// only)", uris[i],
-                later[k]);
-        } else if (parse_listen(uris[i], &c->listen[c->nlisten]) < 0) {
+            bad(x, s, "listen: '%s': %s listeners are not built yet (coap://, coaps:// only)",
+                uris[i], later[k]);
+        } else if (config_parse_listen(uris[i], &c->listen[c->nlisten]) < 0) {
             free(c->listen[c->nlisten].addr);
             c->listen[c->nlisten].addr = NULL; /* the next entry reuses the slot */
-            bad(x, s, "listen: '%s' is not coap://ADDR:PORT (IPv6 in brackets)", uris[i], NULL);
+            bad(x, s, "listen: '%s' is not coap://ADDR:PORT or coaps://ADDR:PORT (IPv6 in "
+                "brackets)", uris[i], NULL);
         } else {
             c->nlisten++;
         }
@@ -657,12 +667,178 @@ flag(struct ctx *x, const config_setting_t *s, const char *key)
         server_config_set(&x->c->cfg, key, config_setting_get_bool(s) ? "1" : "0", NULL, 0);
 }
 
+/* A path as the file gives it: relative to the file's directory. */
+static char *
+resolve(const char *path, const char *dir)
+{
+    char *out;
+
+    if (path[0] == '/' || dir == NULL)
+        return strdup(path);
+    if ((out = malloc(strlen(dir) + strlen(path) + 2)) != NULL)
+        sprintf(out, "%s/%s", dir, path);
+    return out;
+}
+
+/* dtls = { psk = ( { identity = "..."; key = "..."; }, ... ); psk_file = "..."; ... } */
+static void
+dtls_group(struct ctx *x, const config_setting_t *g, const char *dir)
+{
+    static const char *const files[] = {"psk_file", "certificate", "key", "ca", "crl", "rpk",
+                                        "rpk_key", NULL};
+    static const char *const texts[] = {"psk_hint", "client_auth", "priority", NULL};
+    struct dtls_config *d = &x->c->dtls;
+    char err[256];
+
+    x->c->dtls_line = config_setting_source_line(g);
+    if (!config_setting_is_group(g)) {
+        bad(x, g, "dtls must be a group: { psk = ( ... ); certificate = \"...\"; ... }", NULL,
+            NULL);
+        return;
+    }
+    for (unsigned i = 0; i < (unsigned)config_setting_length(g); i++) {
+        const config_setting_t *s = config_setting_get_elem(g, i);
+        const char *name = config_setting_name(s), *v;
+        int k, f = -1, t = -1;
+
+        for (k = 0; files[k]; k++)
+            if (strcmp(files[k], name) == 0)
+                f = k;
+        for (k = 0; texts[k]; k++)
+            if (strcmp(texts[k], name) == 0)
+                t = k;
+        if (f >= 0 || t >= 0) {
+            char *path = NULL;
+
+            if ((v = config_setting_get_string(s)) == NULL || *v == '\0') {
+                bad(x, s, "dtls.%s: a string", name, NULL);
+                continue;
+            }
+            if (f >= 0 && (path = resolve(v, dir)) == NULL)
+                continue;
+            if (dtls_config_set(d, name, path ? path : v, err, sizeof err) < 0)
+                bad(x, s, "dtls.%s", err, NULL);
+            free(path);
+        } else if (strcmp(name, "rpk_clients") == 0 && config_setting_is_aggregate(s)) {
+            for (unsigned j = 0; j < (unsigned)config_setting_length(s); j++) {
+                const char *h = config_setting_get_string_elem(s, (int)j);
+
+                if (h == NULL)
+                    bad(x, s, "dtls.rpk_clients: a list of strings \"sha256:HEX\"", NULL, NULL);
+                else if (dtls_config_set(d, "rpk_client", h, err, sizeof err) < 0)
+                    bad(x, s, "dtls.%s", err, NULL);
+            }
+        } else if (strcmp(name, "psk") == 0 && config_setting_is_list(s)) {
+            for (unsigned j = 0; j < (unsigned)config_setting_length(s); j++) {
+                const config_setting_t *e = config_setting_get_elem(s, j);
+                const char *id = NULL, *key = NULL, *hex = NULL;
+                int n = config_setting_length(e);
+
+                if (!config_setting_is_group(e) ||
+                    !config_setting_lookup_string(e, "identity", &id) ||
+                    (config_setting_lookup_string(e, "key", &key) +
+                     config_setting_lookup_string(e, "hex", &hex)) != 1 ||
+                    n != 2 || *id == '\0') {
+                    bad(x, e, "dtls.psk: each entry { identity = \"...\"; key = \"text\"; } or "
+                        "{ identity = \"...\"; hex = \"00ff...\"; }", NULL, NULL);
+                    continue;
+                }
+                if (dtls_config_psk(d, id, hex ? hex : key, hex != NULL, err, sizeof err) < 0)
+                    bad(x, e, "dtls.psk: %s", err, NULL);
+            }
+        } else {
+            bad(x, s, "dtls.%s: unknown key, or not of its kind (psk = ( {...} ), psk_file, "
+                "psk_hint, certificate, key, ca, crl, client_auth, rpk, rpk_key, rpk_clients = "
+                "[...], priority)", name, NULL);
+        }
+    }
+}
+
+void
+config_rules_free(struct access_rule *r, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        free(r[i].path);
+        acl_free(&r[i].acl);
+    }
+    free(r);
+}
+
+/* access = ( { path = "/fw/x"; secure = true; allow = [ "psk:fw-1" ]; }, ... ) */
+static void
+access_list(struct ctx *x, const config_setting_t *l)
+{
+    struct config *c = x->c;
+    unsigned n = config_setting_is_list(l) ? (unsigned)config_setting_length(l) : 0;
+    char err[256];
+
+    if (!config_setting_is_list(l)) {
+        bad(x, l, "access must be a list: ( { path = \"/x/*\"; allow = [ \"psk:*\" ]; }, ... )",
+            NULL, NULL);
+        return;
+    }
+    if ((c->rules = calloc(n ? n : 1, sizeof *c->rules)) == NULL)
+        return;
+    for (unsigned i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(l, i), *a;
+        const char *path = NULL, *pats[65];
+        int secure = 0, ok = 1;
+        unsigned np = 0;
+
+        if (!config_setting_is_group(e) || !config_setting_lookup_string(e, "path", &path) ||
+            path[0] != '/') {
+            bad(x, e, "access: each entry has a path starting with '/'", NULL, NULL);
+            continue;
+        }
+        for (unsigned j = 0; j < (unsigned)config_setting_length(e); j++) {
+            const char *name = config_setting_name(config_setting_get_elem(e, j));
+
+            if (strcmp(name, "path") && strcmp(name, "secure") && strcmp(name, "allow")) {
+                bad(x, e, "access: unknown key '%s' (path, secure, allow)", name, NULL);
+                ok = 0;
+            }
+        }
+        if ((a = config_setting_get_member(e, "secure")) != NULL) {
+            if (config_setting_type(a) != CONFIG_TYPE_BOOL) {
+                bad(x, a, "access.secure: true or false", NULL, NULL);
+                ok = 0;
+            }
+            secure = config_setting_get_bool(a);
+        }
+        if ((a = config_setting_get_member(e, "allow")) != NULL) {
+            if (!config_setting_is_aggregate(a) || config_setting_length(a) > 64 ||
+                config_setting_length(a) == 0) {
+                bad(x, a, "access.allow: a list of 1 to 64 identity patterns", NULL, NULL);
+                ok = 0;
+            }
+            for (unsigned j = 0; ok && j < (unsigned)config_setting_length(a); j++)
+                if ((pats[np++] = config_setting_get_string_elem(a, (int)j)) == NULL) {
+                    bad(x, a, "access.allow: strings", NULL, NULL);
+                    ok = 0;
+                }
+        }
+        pats[np] = NULL;
+        if (!ok)
+            continue;
+        if (acl_copy(&c->rules[c->nrules].acl, secure, a && np ? pats : NULL, err,
+                     sizeof err) < 0) {
+            bad(x, e, "access: %s", err, NULL);
+            continue;
+        }
+        if (!c->rules[c->nrules].acl.secure)
+            bad(x, e, "access: '%s' asks nothing (secure = true, or allow = [ ... ])", path,
+                NULL);
+        c->rules[c->nrules++].path = strdup(path);
+    }
+}
+
 /* Every top-level key, checked; dir: the file's directory (relative unit paths). */
 static void
 check_root(struct ctx *x, const config_setting_t *root, const char *dir)
 {
     static const char *const known[] = {"listen", "multicast", "log_level", "settings", "lua",
-                                        "plugins", "scripts", "watch", "admin", NULL};
+                                        "plugins", "scripts", "watch", "admin", "dtls",
+                                        "access", NULL};
     const config_setting_t *s;
 
     for (unsigned i = 0; i < (unsigned)config_setting_length(root); i++) {
@@ -674,7 +850,7 @@ check_root(struct ctx *x, const config_setting_t *root, const char *dir)
         if (known[k] == NULL)
             bad(x, config_setting_get_elem(root, i),
                 "unknown key '%s' (listen, multicast, "
-                "log_level, settings, lua, plugins, scripts, watch, admin)",
+                "log_level, settings, lua, plugins, scripts, watch, admin, dtls, access)",
                 name, NULL);
     }
     if ((s = config_setting_get_member(root, "listen")) != NULL)
@@ -695,6 +871,10 @@ check_root(struct ctx *x, const config_setting_t *root, const char *dir)
         units(x, s, ".so", dir);
     if ((s = config_setting_get_member(root, "scripts")) != NULL)
         units(x, s, ".lua", dir);
+    if ((s = config_setting_get_member(root, "dtls")) != NULL)
+        dtls_group(x, s, dir);
+    if ((s = config_setting_get_member(root, "access")) != NULL)
+        access_list(x, s);
 }
 
 /* libconfig's parse of text, its numbers checked (see "numbers" above). 0, or -1. */
@@ -863,6 +1043,8 @@ config_free(struct config *c)
         conf_list_free(c->units[i].settings);
     }
     free(c->units);
+    dtls_config_free(&c->dtls);
+    config_rules_free(c->rules, c->nrules);
     free(c->file);
     free(c);
 }

@@ -5,12 +5,15 @@
 #ifndef CONFIG_H
 #define CONFIG_H
 
+#include "access.h"
+#include "dtls.h"
 #include "plugin.h"
 #include "server.h"
 
 struct config_listen {
     char *addr;                         /* "::", "127.0.0.1" */
     unsigned port;
+    int secure;                         /* coaps:// (DTLS) */
 };
 
 struct config_unit {
@@ -29,6 +32,10 @@ struct config {
     struct conf_item *lua;              /* plugin "lua" */
     struct config_unit *units;          /* plugins and scripts, in file order */
     unsigned nunits;
+    struct dtls_config dtls;            /* the dtls group: credentials (paths resolved) */
+    unsigned dtls_line;                 /* where it is (0: absent), for errors */
+    struct access_rule *rules;          /* the access list, in file order */
+    unsigned nrules;
 };
 
 #define CONFIG_UNSET (-2)
@@ -44,6 +51,11 @@ struct config *config_parse(const char *file, const char *text);
  * in *out, or -1 with "lua.KEY=VALUE: what it must be" in err. */
 int config_lua_limit(const char *key, const char *value, unsigned long long *out, char *err,
                      size_t errlen);
+/* Parse "coap://ADDR:PORT" or "coaps://ADDR:PORT" (port optional: 5683, 5684) into l
+ * (l->addr malloc'd). 0, or -1. */
+int config_parse_listen(const char *uri, struct config_listen *l);
 void config_free(struct config *c);
+/* Free a list of access rules. */
+void config_rules_free(struct access_rule *r, unsigned n);
 
 #endif

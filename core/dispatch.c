@@ -5,6 +5,7 @@
  */
 #include <stdio.h>
 
+#include "access.h"
 #include "block.h"
 #include "crash.h"
 #include "dispatch.h"
@@ -60,6 +61,12 @@ dispatch(struct server *srv, struct moonlet_req *req, struct moonlet_resp *resp)
     }
     if ((r = tree_find(srv->tree, req->seg, req->nseg)) == NULL) {
         resp_simple(resp, MOONLET_NOT_FOUND, NULL);
+        return MOONLET_OK;
+    }
+    /* §5.9.2.2, §5.9.2.4: who may use it, before anything else is decided about it */
+    if ((code = access_check(srv, r, req->sess)) != 0) {
+        resp_simple(resp, code, code == MOONLET_UNAUTHORIZED ? "secure transport required"
+                                                             : "not allowed for this identity");
         return MOONLET_OK;
     }
     slot = r->has[req->method] ? req->method : 0;

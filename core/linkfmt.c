@@ -295,11 +295,22 @@ kid_emit(void *ctx, const moonlet_resource_def *child)
 char *
 linkfmt_build(const struct tree *t, const struct linkfmt_filter *f, unsigned nf, size_t *len)
 {
+    return linkfmt_build_for(t, f, nf, NULL, NULL, len);
+}
+
+char *
+linkfmt_build_for(const struct tree *t, const struct linkfmt_filter *f, unsigned nf,
+                  const struct server *srv, const struct session *who, size_t *len)
+{
     struct sbuf b = {0};
 
     sb_put(&b, "", 0);
     for (const struct resource *r = t->first; r; r = r->next) {
         if (r->hidden)
+            continue;
+        /* only what the requester may use (issue 14; RFC 6690 §4 leaves the choice of
+         * links to the server); a subtree's children go with it */
+        if (srv && access_check(srv, r, who) != 0)
             continue;
         if (matches(r, f, nf))
             write_link(&b, r, r->path, href_len(r));
@@ -348,11 +359,12 @@ wkc_get(moonlet_req *req, moonlet_resp *resp, void *ud)
     struct wkc *w = ud;
     struct tree *t = w->srv->tree;
 
-    if (req->nq) {     /* filtered: built for this request, not cached */
+    if (req->nq || access_any(w->srv)) {
+        /* filtered, or with access rules: built for this request and requester */
         struct linkfmt_filter f[REQ_MAX_QUERIES];
         unsigned nf = linkfmt_filters(req->q, req->nq, f);
         size_t len;
-        char *doc = linkfmt_build(t, f, nf, &len);
+        char *doc = linkfmt_build_for(t, f, nf, w->srv, req->sess, &len);
         int rc;
 
         if (doc == NULL)

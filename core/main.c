@@ -30,6 +30,10 @@ usage(FILE *f)
             "  -t               check the configuration (-c FILE) and exit\n"
             "  -a ADDR          listen address (default :: , dual stack)\n"
             "  -p PORT          UDP port (default 5683; 0 picks a free one)\n"
+            "  -l URI           listen on coap://ADDR:PORT or coaps://ADDR:PORT (repeatable;\n"
+            "                   with -a/-p or -l the file's listen list is not used)\n"
+            "  -d KEY=VALUE     DTLS credential over the file's dtls group (psk=ID:KEY,\n"
+            "                   psk_file, certificate, key, ca, rpk, rpk_key, ...)\n"
             "  -o KEY=VALUE     server setting (see README: ack_timeout, max_sessions, ...)\n"
             "  -s NAME.KEY=VAL  setting for the plugin named NAME (lua.KEY: the Lua runtime)\n"
             "  -g IFACE         join the All-CoAP-Nodes multicast groups on IFACE (repeatable)\n"
@@ -69,12 +73,17 @@ static struct {
     int cli_listen;                     /* -a/-p given: the file's listen list is not used */
     char *groups[16];                   /* -g IFACE */
     unsigned ngroups;
+    struct config_listen *uris;         /* -l URI */
+    unsigned nuris;
+    char **dopts;                       /* -d KEY=VALUE */
+    unsigned ndopts;
+    struct dtls_config dtls;            /* -d without a file */
     ev_signal sighup;
 } run = {.cli_level = CONFIG_UNSET};
 
 /* When a file lists no listener: [::]:5683, dual stack (RFC 7252 §6.1's default port). */
 static char any_addr[] = "::";
-static struct config_listen default_listen = {any_addr, 5683};
+static struct config_listen default_listen = {any_addr, 5683, 0};
 
 static int
 apply_opts(struct server_config *cfg)
@@ -137,6 +146,8 @@ join_groups(struct endpoint *ep, char **ifs, unsigned n)
 {
     char err[512];
 
+    if (ep->tp->secure)         /* RFC 7252 §9.1: no DTLS over multicast */
+        return 0;
     for (unsigned i = 0; i < n; i++) {
         if (udp_join(ep, ifs[i], err, sizeof err) < 0) {
             log_error("%s", err);
@@ -154,7 +165,7 @@ listen_on(const struct config_listen *l, const struct config *cf, int announce)
 {
     char err[512];
 
-    if (server_listen(run.srv, l->addr, l->port, err, sizeof err) < 0) {
+    if (server_listen(run.srv, l->addr, l->port, l->secure, err, sizeof err) < 0) {
         log_error("%s", err);
         return -1;
     }
@@ -213,7 +224,8 @@ regroup(const struct config *oc, const struct config *nc)
 static int
 opened_as(const struct endpoint *ep, const struct config_listen *l)
 {
-    return strcmp(ep->bind_addr, l->addr) == 0 && ep->bind_port == l->port;
+    return strcmp(ep->bind_addr, l->addr) == 0 && ep->bind_port == l->port &&
+           (ep->tp->secure != 0) == (l->secure != 0);
 }
 
 /* SIGHUP: the listeners open are made those the new file lists (so one that failed to
@@ -248,6 +260,42 @@ relisten(const struct config *nc, unsigned *opened, unsigned *closed)
     }
 }
 
+/* The DTLS credentials of cf's dtls group (or of -d alone, cf NULL) with -d applied over
+ * it; NULL when none are configured (*failed 0) or they do not load (*failed 1, logged). */
+static struct dtls_creds *
+credentials(struct config *cf, int *failed)
+{
+    struct dtls_config *dc = cf ? &cf->dtls : &run.dtls;
+    struct dtls_creds *c;
+    char err[512];
+
+    *failed = 0;
+    for (unsigned i = 0; i < run.ndopts; i++) {
+        char *eq = strchr(run.dopts[i], '='), key[32];
+
+        if (eq == NULL || (size_t)(eq - run.dopts[i]) >= sizeof key) {
+            log_error("-d %s: expected KEY=VALUE", run.dopts[i]);
+            *failed = 1;
+            return NULL;
+        }
+        snprintf(key, sizeof key, "%.*s", (int)(eq - run.dopts[i]), run.dopts[i]);
+        if (dtls_config_set(dc, key, eq + 1, err, sizeof err) < 0) {
+            log_error("-d %s", err);
+            *failed = 1;
+            return NULL;
+        }
+    }
+    if (!dc->npsk && !dc->psk_file && !dc->certificate && !dc->key && !dc->rpk &&
+        !dc->rpk_key && !dc->ca && !dc->crl && !dc->nrpk_clients && !dc->priority &&
+        !dc->psk_hint)
+        return NULL;
+    if ((c = dtls_creds_new(dc, err, sizeof err)) == NULL) {
+        log_error("%s", err);   /* names the file at fault */
+        *failed = 1;
+    }
+    return c;
+}
+
 /* SIGHUP: the new file, checked whole, replaces the running one; a bad one changes
  * nothing. Units are compared by path: new ones load, gone ones unload, ones whose
  * settings changed reload, the rest are left alone. */
@@ -270,6 +318,24 @@ sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
         config_free(nc);
         return;
     }
+    {
+        int bad;
+        struct dtls_creds *creds = credentials(nc, &bad);
+
+        if (bad) {      /* the old credentials stay, and everything else too */
+            log_error("%s: reload rejected; the running configuration stays", run.file);
+            config_free(nc);
+            return;
+        }
+        /* new handshakes use the new credentials; established sessions keep theirs */
+        dtls_creds_release(srv->creds);
+        srv->creds = creds;
+        for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next)
+            if (ep->tp->secure && creds)
+                dtls_set_creds(ep, creds);
+    }
+    srv->rules = nc->rules;     /* borrowed from the configuration, which stays */
+    srv->nrules = nc->nrules;
     srv->cfg = cfg;
     log_set_level(run.cli_level != CONFIG_UNSET ? run.cli_level
                   : nc->log_level != CONFIG_UNSET ? nc->log_level : MOONLET_LOG_INFO);
@@ -320,7 +386,9 @@ main(int argc, char **argv)
     run.srv = &srv;
     run.opts = calloc((size_t)argc, sizeof *run.opts);
     server_config_defaults(&srv.cfg);
-    while ((opt = getopt(argc, argv, "c:ta:p:o:s:g:qvVh")) != -1) {
+    run.uris = calloc((size_t)argc, sizeof *run.uris);
+    run.dopts = calloc((size_t)argc, sizeof *run.dopts);
+    while ((opt = getopt(argc, argv, "c:ta:p:l:d:o:s:g:qvVh")) != -1) {
         switch (opt) {
         case 'c':
             run.file = optarg;
@@ -341,6 +409,18 @@ main(int argc, char **argv)
             }
             break;
         }
+        case 'l':
+            if (config_parse_listen(optarg, &run.uris[run.nuris]) < 0) {
+                free(run.uris[run.nuris].addr);
+                log_error("-l %s: not coap://ADDR:PORT or coaps://ADDR:PORT (IPv6 in brackets)",
+                          optarg);
+                goto out;
+            }
+            run.nuris++;
+            break;
+        case 'd':
+            run.dopts[run.ndopts++] = optarg;
+            break;
         case 'o':
             run.opts[run.nopts++] = optarg;
             break;
@@ -391,6 +471,17 @@ main(int argc, char **argv)
         log_set_level(run.cli_level);
     else if (run.cf && run.cf->log_level != CONFIG_UNSET)
         log_set_level(run.cf->log_level);
+    {
+        int failed;
+
+        srv.creds = credentials(run.cf, &failed);
+        if (failed)
+            goto out;
+    }
+    if (run.cf) {
+        srv.rules = run.cf->rules;
+        srv.nrules = run.cf->nrules;
+    }
     if (check_only) {
 #ifdef MOONLET_LUA
         char why[300];
@@ -403,6 +494,12 @@ main(int argc, char **argv)
             goto out;
         }
 #endif
+        for (unsigned i = 0; i < run.cf->nlisten; i++)
+            if (run.cf->listen[i].secure && !dtls_creds_usable(srv.creds)) {
+                log_error("%s: a coaps:// listener needs DTLS credentials (a dtls group with "
+                          "psk, psk_file, certificate or rpk)", run.file);
+                goto out;
+            }
         for (unsigned i = 0; i < run.cf->nunits; i++)
             if (access(run.cf->units[i].path, R_OK) != 0) {
                 log_error("%s: %s: cannot read: %s", run.file, run.cf->units[i].path,
@@ -423,8 +520,8 @@ main(int argc, char **argv)
         log_error("cannot initialise the server (out of memory)");
         goto out;
     }
-    /* listeners: -a/-p if given, else the file's, else [::]:5683 */
-    run.cli_listen = addr || port >= 0;
+    /* listeners: -a/-p and -l if given, else the file's, else [::]:5683 */
+    run.cli_listen = addr || port >= 0 || run.nuris;
     if (run.cli_listen) {
         struct config_listen l = default_listen;
 
@@ -432,8 +529,11 @@ main(int argc, char **argv)
             l.addr = (char *)addr;      /* from argv: not ours, only read */
         if (port >= 0)
             l.port = (unsigned)port;
-        if (listen_on(&l, run.cf, 0) < 0)
+        if ((addr || port >= 0 || run.nuris == 0) && listen_on(&l, run.cf, 0) < 0)
             goto fini;
+        for (unsigned i = 0; i < run.nuris; i++)
+            if (listen_on(&run.uris[i], run.cf, 0) < 0)
+                goto fini;
     } else {
         unsigned n;
         const struct config_listen *l = listens(run.cf, &n);
@@ -483,8 +583,15 @@ fini:
     server_fini(&srv);
     ev_loop_destroy(srv.loop);
 out:
+    dtls_creds_release(srv.creds);
+    srv.creds = NULL;
     conf_list_free(run.sets);
     config_free(run.cf);
+    dtls_config_free(&run.dtls);
+    for (unsigned i = 0; i < run.nuris; i++)
+        free(run.uris[i].addr);
+    free(run.uris);
+    free(run.dopts);
     free(run.opts);
     return status;
 }

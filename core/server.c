@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "block.h"
+#include "dtls.h"
 #include "exchange.h"
 #include "log.h"
 #include "observe.h"
@@ -69,6 +70,15 @@ static const struct key {
      1e8},
     {"echo_lifetime", K_SECONDS, offsetof(struct server_config, echo_lifetime), 1, 86400},
     {"runtime_resources", K_COUNT, offsetof(struct server_config, runtime_resources), 0, 1e7},
+    {"dtls_sessions", K_COUNT, offsetof(struct server_config, dtls_sessions), 1, 1e7},
+    {"dtls_handshakes", K_COUNT, offsetof(struct server_config, dtls_handshakes), 1, 1e6},
+    {"dtls_handshake_timeout", K_SECONDS, offsetof(struct server_config, dtls_handshake_timeout),
+     1, 600},
+    {"dtls_handshake_rate", K_FACTOR, offsetof(struct server_config, dtls_handshake_rate), 0.01,
+     1e6},
+    {"dtls_idle", K_SECONDS, offsetof(struct server_config, dtls_idle), 1, 86400 * 7},
+    {"dtls_ticket_rotate", K_SECONDS, offsetof(struct server_config, dtls_ticket_rotate), 0,
+     86400 * 7},
 };
 
 void
@@ -108,6 +118,12 @@ server_config_defaults(struct server_config *c)
     c->echo_lifetime = 300;
     c->watch = 1;
     c->runtime_resources = 10000;       /* a directory of devices, one resource each */
+    c->dtls_sessions = 10000;
+    c->dtls_handshakes = 1000;
+    c->dtls_handshake_timeout = 30;     /* RFC 6347 §4.2.4: retransmit from 1 s, doubling */
+    c->dtls_handshake_rate = 10;        /* per address and second, bursts of as many */
+    c->dtls_idle = 600;                 /* CoAP pings keep a NAT binding (and us) alive */
+    c->dtls_ticket_rotate = 3600;       /* 0: no session tickets */
 }
 
 static int
@@ -221,19 +237,21 @@ stats_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct server *srv = (struct server *)((char *)w - offsetof(struct server, sigusr1));
     const struct session_table *t = &srv->sessions;
+    char dtls[768];
 
     (void)loop, (void)revents;
+    dtls_stats(srv, dtls, sizeof dtls);
     log_notice("stats: sessions %zu verified %zu unverified %zu observers %zu "
                "unverified_observers %zu unverified_pendings %zu unverified_bytes %zu "
                "uploads %zu bytes snapshots %zu bytes rx %lu tx %lu dup %lu rst %lu "
                "dropped %lu truncated %lu evicted %lu overload %lu pings %lu verifications %lu "
-               "challenges %lu amplification %lu shed %lu",
+               "challenges %lu amplification %lu shed %lu%s",
                t->count, t->pool[POOL_VERIFIED].count, t->pool[POOL_UNVERIFIED].count,
                srv->obs.count, t->unv_observers, t->unv_pendings, t->unv_bytes,
                srv->x1_bytes, srv->rep_bytes, srv->stats.rx, srv->stats.tx, srv->stats.dup,
                srv->stats.rst, srv->stats.dropped, srv->stats.truncated, srv->stats.evicted,
                srv->stats.overload, srv->stats.pings, srv->stats.verified,
-               srv->stats.challenges, srv->stats.amplification, srv->stats.shed);
+               srv->stats.challenges, srv->stats.amplification, srv->stats.shed, dtls);
 }
 
 int
@@ -285,9 +303,11 @@ server_init(struct server *srv, struct ev_loop *loop)
 }
 
 int
-server_listen(struct server *srv, const char *addr, unsigned port, char *err, size_t errlen)
+server_listen(struct server *srv, const char *addr, unsigned port, int secure, char *err,
+              size_t errlen)
 {
-    struct endpoint *ep = udp_open(srv, addr, port, err, errlen);
+    struct endpoint *ep = secure ? dtls_open(srv, addr, port, srv->creds, err, errlen)
+                                 : udp_open(srv, addr, port, err, errlen);
 
     if (ep == NULL)
         return -1;
@@ -335,6 +355,7 @@ server_fini(struct server *srv)
         srv->endpoints = ep->next;
         ep->tp->close(ep);
     }
+    dtls_fini(srv);             /* after the last coaps:// listener */
     tree_free(srv->tree);
     srv->tree = NULL;
     resp_free(&srv->resp);

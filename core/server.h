@@ -52,6 +52,12 @@ struct server_config {
     unsigned watch;             /* reload a unit when its file changes */
     unsigned admin;             /* serve /.well-known/moonlet/units */
     unsigned runtime_resources; /* resources one unit may have created at run time */
+    unsigned dtls_sessions;     /* DTLS associations, all coaps:// listeners together */
+    unsigned dtls_handshakes;   /* handshakes in progress, all listeners together */
+    double dtls_handshake_timeout;  /* a handshake not done by then is dropped, s */
+    double dtls_handshake_rate; /* handshakes one address may start per second */
+    double dtls_idle;           /* an association the peer has not used this long goes, s */
+    double dtls_ticket_rotate;  /* session ticket keys change this often, s (0: no tickets) */
 };
 
 /* cfg.verify: off (trusted networks: no limit), auto (the 3x rule; a peer proves its
@@ -88,6 +94,10 @@ struct server {
     struct ev_loop *loop;
     const struct loader *loaders[SERVER_LOADERS];
     void *lua;                          /* the Lua runtime's state, opaque to the core */
+    struct dtls_state *dtls;            /* dtls.c: keys, counters (NULL until a coaps://) */
+    struct dtls_creds *creds;           /* what new coaps:// listeners use (dtls.c) */
+    struct access_rule *rules;          /* the configuration file's access rules */
+    unsigned nrules;
     uint64_t next_res_id;
     struct server_config cfg;
     struct endpoint *endpoints;
@@ -130,7 +140,8 @@ int server_config_set(struct server_config *c, const char *key, const char *valu
                       size_t errlen);
 
 int server_init(struct server *srv, struct ev_loop *loop);
-int server_listen(struct server *srv, const char *addr, unsigned port, char *err,
+/* Open a listener: coap:// (UDP), or coaps:// (secure: DTLS with srv->creds). */
+int server_listen(struct server *srv, const char *addr, unsigned port, int secure, char *err,
                   size_t errlen);
 /* Close listener ep (a configuration reload removed it). Its peers are told once, best
  * effort, before the socket goes: deferred answers and observations end with 5.03; their

@@ -116,6 +116,13 @@ session_drop(struct server *srv, struct session *s)
 }
 
 void
+session_close(struct server *srv, struct session *s)
+{
+    if (!s->dead)
+        session_drop(srv, s);
+}
+
+void
 session_table_fini(struct server *srv)
 {
     struct session_table *t = &srv->sessions;
@@ -129,8 +136,8 @@ session_table_fini(struct server *srv)
 
 /* Work in progress: a deferred answer, a CON in flight, an upload half done, or an
  * observation (RFC 7641: it lasts until the client cancels it or stops acknowledging). */
-static int
-busy(const struct session *s)
+int
+session_busy(const struct session *s)
 {
     return s->refs > 0 || s->out_head != NULL || s->x1 != NULL || s->obs != NULL;
 }
@@ -144,7 +151,7 @@ evict_one(struct server *srv, const struct session *keep)
 
     for (int p = POOL_UNVERIFIED; p <= POOL_VERIFIED; p++)
         for (struct session *s = t->pool[p].lru; s; s = s->prev)
-            if (s != keep && !busy(s)) {
+            if (s != keep && !session_busy(s)) {
                 srv->stats.evicted++;
                 session_drop(srv, s);
                 return 1;
@@ -193,7 +200,7 @@ make_room(struct server *srv, int p)
 
     if (pool->count < cap)
         return 1;
-    for (s = pool->lru; s && p == POOL_VERIFIED && busy(s); s = s->prev)
+    for (s = pool->lru; s && p == POOL_VERIFIED && session_busy(s); s = s->prev)
         ;
     if (s == NULL && p == POOL_VERIFIED && srv->cfg.verify == VERIFY_OFF)
         s = pool->lru;
@@ -210,7 +217,9 @@ session_get(struct server *srv, struct endpoint *ep, const struct peer *p)
     struct session_table *t = &srv->sessions;
     uint32_t h = peer_hash(p, t->key);
     struct session *s;
-    int verified = srv->cfg.verify == VERIFY_OFF;
+    /* a DTLS peer has returned our cookie and finished a handshake: its address is proven
+     * (RFC 6347 §4.2.1), no 3x rule */
+    int verified = srv->cfg.verify == VERIFY_OFF || ep->tp->secure;
 
     for (s = t->buckets[h & (t->nbuckets - 1)]; s; s = s->hnext) {
         if (s->hash == h && s->ep == ep && peer_equal(&s->peer, p)) {
@@ -316,7 +325,7 @@ session_sweep(struct server *srv)
 
         for (; s && s->last < cutoff; s = prev) {
             prev = s->prev;
-            if (!busy(s))
+            if (!session_busy(s))
                 session_drop(srv, s);
         }
         for (s = t->pool[p].mru; s; s = s->next) {
@@ -522,6 +531,8 @@ session_find(struct server *srv, struct endpoint *ep, const struct peer *p)
     struct session_table *t = &srv->sessions;
     uint32_t h = peer_hash(p, t->key);
 
+    if (t->buckets == NULL)     /* shutdown: the table went before the listeners */
+        return NULL;
     for (struct session *s = t->buckets[h & (t->nbuckets - 1)]; s; s = s->hnext)
         if (s->hash == h && s->ep == ep && peer_equal(&s->peer, p))
             return s;

@@ -112,6 +112,13 @@ struct session *session_get(struct server *srv, struct endpoint *ep, const struc
 struct session *session_find(struct server *srv, struct endpoint *ep, const struct peer *p);
 /* Forget idle sessions older than the exchange lifetime; check quiet observers. */
 void session_sweep(struct server *srv);
+/* The peer's security association ended (DTLS close_notify, a fatal alert, idle time, a
+ * new association): s and everything it holds go without a word to the peer, which can no
+ * longer read us; its deferred answers' owners learn MOONLET_EGONE. */
+void session_close(struct server *srv, struct session *s);
+/* Does s hold work in progress (a deferred answer, a CON in flight, an upload half done,
+ * an observation)? */
+int session_busy(const struct session *s);
 /* A pending or multicast answer lets go of s (an evicted session is freed at the last). */
 void session_release(struct server *srv, struct session *s);
 /* Listener ep closes: its peers' observations and deferred answers end with 5.03 (sent

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <ev.h>
 
@@ -27,14 +28,24 @@ struct peer {
     socklen_t len;
 };
 
+struct moonlet_identity;
+
 struct transport {
-    const char *scheme;     /* "coap" */
+    const char *scheme;     /* "coap", "coaps" */
     int reliable;           /* 1: no CON/ACK/MID layer (RFC 8323) */
+    int secure;             /* 1: peers are authenticated (DTLS): a session starts verified */
+    /* One datagram's CoAP message(s) from a peer, for the message layer (exchange_input;
+     * DTLS decrypts first). */
+    void (*input)(struct endpoint *ep, const struct peer *from, const uint8_t *buf,
+                  size_t len);
     /* Queue one message to a peer; it leaves at the next flush. 0 or -1 (dropped). */
     int (*send)(struct endpoint *ep, const struct peer *to, const uint8_t *buf, size_t len);
     /* Send everything queued. */
     void (*flush)(struct endpoint *ep);
     void (*close)(struct endpoint *ep);
+    /* How the peer authenticated and who it is; NULL for none (and on an insecure
+     * transport: the field may be NULL). */
+    const struct moonlet_identity *(*identity)(struct endpoint *ep, const struct peer *p);
 };
 
 struct endpoint {
@@ -46,7 +57,8 @@ struct endpoint {
     char name[80];          /* "udp://[::1]:5683", for logs */
     char bind_addr[64];     /* the address and port it was opened with (port may be 0), */
     unsigned bind_port;     /* which a configuration reload compares */
-    void *impl;             /* the transport's own state (batches) */
+    void *impl;             /* the datagram layer's state (udp.c: batches) */
+    void *sec;              /* the security layer's state (dtls.c), or NULL */
 };
 
 /* Compare and hash peers (address family, address, port). */
@@ -58,6 +70,15 @@ const char *peer_str(const struct peer *p, char *buf, size_t len);
 /* UDP endpoint on addr:port ("::" dual stack); NULL with *err set to a one-line reason. */
 struct endpoint *udp_open(struct server *srv, const char *addr, unsigned port, char *err,
                           size_t errlen);
+/* The same socket and batches under another transport (DTLS: tp's input decrypts, its send
+ * encrypts into udp_queue); name prefix "dtls" for logs. */
+struct endpoint *udp_open_as(struct server *srv, const struct transport *tp, const char *prefix,
+                             const char *addr, unsigned port, char *err, size_t errlen);
+/* Queue one datagram made of n pieces to a peer (it leaves at the next flush); 0, or -1
+ * when it is larger than a slot. Flush and close as the UDP transport does. */
+int udp_queue(struct endpoint *ep, const struct peer *to, const struct iovec *iov, int n);
+void udp_flush(struct endpoint *ep);
+void udp_close(struct endpoint *ep);
 /* Join the All-CoAP-Nodes groups (RFC 7252 §12.8: ff02::fd, ff05::fd; 224.0.1.187 when
  * the endpoint takes IPv4) on interface ifname, at the endpoint's port. Requests to a group
  * reach exchange_multicast and are answered from the endpoint's unicast socket. 0, or -1

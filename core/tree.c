@@ -255,6 +255,7 @@ tree_resource_free(struct resource *r)
         free(r->extra[i].value);
     }
     free(r->extra);
+    acl_free(&r->acl);
     free(r);
 }
 
@@ -360,6 +361,13 @@ tree_resource_new(const moonlet_resource_def *def, size_t def_size, void *ud, st
     }
     r->kids.children = d.children;
     r->has_kids = d.children != NULL;
+    if (acl_copy(&r->acl, d.secure, d.allow, err, errlen) < 0) {
+        char why[160];
+
+        snprintf(why, sizeof why, "%s", err);
+        snprintf(err, errlen, "%s: %s", d.path, why);
+        goto fail;
+    }
     {
         moonlet_handler hs[TREE_METHODS] = {d.any, d.get, d.post, d.put, d.del, d.fetch,
                                             d.patch, d.ipatch};
@@ -437,6 +445,7 @@ tree_add(struct tree *t, struct resource *r)
     t->count++;
     t->subtrees += r->subtree;
     t->kids += r->has_kids;
+    t->guarded += r->acl.secure;
     t->generation++;
     return MOONLET_OK;
 }
@@ -460,6 +469,7 @@ tree_remove(struct tree *t, struct resource *r)
     t->count--;
     t->subtrees -= r->subtree;
     t->kids -= r->has_kids;
+    t->guarded -= r->acl.secure;
     t->generation++;
 }
 

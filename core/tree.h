@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "access.h"
 #include "request.h"
 #include "runtime.h"
 
@@ -50,6 +51,7 @@ struct resource {
     uint64_t id;                        /* unique for the server's life (block snapshots) */
     uint64_t serial;                    /* unique per definition (handles: lua/lib.c) */
     struct obs_group *groups;           /* its observers, by representation (observe.c) */
+    struct acl acl;                     /* who may use it (access.c); secure 0: anyone */
 };
 
 struct tree {
@@ -59,6 +61,7 @@ struct tree {
     unsigned long generation;           /* bumped on every change (link-format cache) */
     size_t subtrees;                    /* how many are subtrees: lookups try prefixes */
     size_t kids;                        /* how many list children: discovery not cached */
+    size_t guarded;                     /* how many have an access rule: nor then */
     uint64_t next_id;
 };
 
@@ -93,6 +96,11 @@ unsigned linkfmt_filters(const struct view *q, unsigned nq, struct linkfmt_filte
 /* Link-format (RFC 6690) of the links matching every filter, as a malloc'd string. */
 char *linkfmt_build(const struct tree *t, const struct linkfmt_filter *f, unsigned nf,
                     size_t *len);
+/* The same with only the links the peer of who may use (access_check against srv's
+ * rules); srv NULL: all of them. */
+struct session;
+char *linkfmt_build_for(const struct tree *t, const struct linkfmt_filter *f, unsigned nf,
+                        const struct server *srv, const struct session *who, size_t *len);
 /* Register the built-in /.well-known/core resource. */
 int linkfmt_register(struct server *srv);
 

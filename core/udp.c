@@ -47,7 +47,7 @@ struct udp {
     uint8_t txbuf[UDP_BATCH][UDP_SLOT];
 };
 
-static void
+void
 udp_flush(struct endpoint *ep)
 {
     struct udp *u = ep->impl;
@@ -89,6 +89,31 @@ udp_send(struct endpoint *ep, const struct peer *to, const uint8_t *buf, size_t 
     return 0;
 }
 
+int
+udp_queue(struct endpoint *ep, const struct peer *to, const struct iovec *iov, int n)
+{
+    struct udp *u = ep->impl;
+    size_t len = 0;
+    unsigned i;
+
+    for (int k = 0; k < n; k++)
+        len += iov[k].iov_len;
+    if (len > UDP_SLOT)
+        return -1;
+    if (u->ntx == UDP_BATCH)
+        udp_flush(ep);
+    i = u->ntx++;
+    len = 0;
+    for (int k = 0; k < n; k++) {
+        memcpy(u->txbuf[i] + len, iov[k].iov_base, iov[k].iov_len);
+        len += iov[k].iov_len;
+    }
+    u->txa[i] = *to;
+    u->txv[i].iov_len = len;
+    u->tx[i].msg_hdr.msg_namelen = to->len;
+    return 0;
+}
+
 static void
 udp_read(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -111,12 +136,15 @@ udp_read(struct ev_loop *loop, ev_io *w, int revents)
             ep->srv->stats.rx++;
             u->rxa[i].len = u->rx[i].msg_hdr.msg_namelen;
             if (u->rx[i].msg_hdr.msg_flags & MSG_TRUNC) {
-                /* larger than a slot: its head is here, enough for a 4.13 (§5.9.2.9) */
+                /* larger than a slot: its head is here, enough for a 4.13 (§5.9.2.9); a
+                 * DTLS record cut short cannot be decrypted and is dropped */
                 ep->srv->stats.truncated++;
-                exchange_oversize(ep, &u->rxa[i], u->rxbuf[i], UDP_SLOT, u->rx[i].msg_len);
+                if (!ep->tp->secure)
+                    exchange_oversize(ep, &u->rxa[i], u->rxbuf[i], UDP_SLOT,
+                                      u->rx[i].msg_len);
                 continue;
             }
-            exchange_input(ep, &u->rxa[i], u->rxbuf[i], u->rx[i].msg_len);
+            ep->tp->input(ep, &u->rxa[i], u->rxbuf[i], u->rx[i].msg_len);
         }
         udp_flush(ep);
         if (n < UDP_BATCH)
@@ -124,7 +152,7 @@ udp_read(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-static void
+void
 udp_close(struct endpoint *ep)
 {
     struct udp *u = ep->impl;
@@ -147,6 +175,7 @@ udp_close(struct endpoint *ep)
 static const struct transport udp_transport = {
     .scheme = "coap",
     .reliable = 0,
+    .input = exchange_input,
     .send = udp_send,
     .flush = udp_flush,
     .close = udp_close,
@@ -187,6 +216,13 @@ rcvbuf(int fd, size_t want)
 struct endpoint *
 udp_open(struct server *srv, const char *addr, unsigned port, char *err, size_t errlen)
 {
+    return udp_open_as(srv, &udp_transport, "udp", addr, port, err, errlen);
+}
+
+struct endpoint *
+udp_open_as(struct server *srv, const struct transport *tp, const char *prefix,
+            const char *addr, unsigned port, char *err, size_t errlen)
+{
     struct addrinfo hints = {.ai_socktype = SOCK_DGRAM, .ai_flags = AI_NUMERICHOST | AI_PASSIVE};
     struct addrinfo *ai = NULL;
     struct endpoint *ep = NULL;
@@ -194,8 +230,8 @@ udp_open(struct server *srv, const char *addr, unsigned port, char *err, size_t 
     char pb[64], name[80];
     int fd = -1, off = 0, rc;
 
-    snprintf(name, sizeof name, strchr(addr, ':') ? "udp://[%s]:%u" : "udp://%s:%u", addr,
-             port);
+    snprintf(name, sizeof name, strchr(addr, ':') ? "%s://[%s]:%u" : "%s://%s:%u", prefix,
+             addr, port);
     if ((rc = getaddrinfo(addr, NULL, &hints, &ai)) != 0) {
         snprintf(err, errlen, "%s: bad address: %s", name, gai_strerror(rc));
         return NULL;
@@ -231,10 +267,10 @@ udp_open(struct server *srv, const char *addr, unsigned port, char *err, size_t 
         goto fail;
     }
     udp_slots(ep->impl);
-    ep->tp = &udp_transport;
+    ep->tp = tp;
     ep->srv = srv;
     ep->fd = fd;
-    snprintf(ep->name, sizeof ep->name, "udp://%s", peer_str(&local, pb, sizeof pb));
+    snprintf(ep->name, sizeof ep->name, "%s://%s", prefix, peer_str(&local, pb, sizeof pb));
     ev_io_init(&ep->io, udp_read, fd, EV_READ);
     ev_io_start(srv->loop, &ep->io);
     freeaddrinfo(ai);

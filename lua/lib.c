@@ -104,7 +104,7 @@ check_fields(lua_State *L, int t)
 {
     static const char *const known[] = {"path", "rt", "iface", "if", "ct", "sz", "obs",
                                         "title", "hidden", "attrs", "autonotify", "notify_con",
-                                        "children", NULL};
+                                        "children", "secure", "allow", NULL};
 
     lua_pushnil(L);
     while (lua_next(L, t)) {
@@ -217,6 +217,7 @@ l_resource(lua_State *L)
     struct script *sc = script_of(L);
     moonlet_resource_def def = {0};
     struct def_store store;
+    const char *allow[33];
     int any = 0;
     struct resource *r;
     char err[256];
@@ -237,6 +238,24 @@ l_resource(lua_State *L)
     if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
         return luaL_error(L, "moonlet.resource: children must be a function");
     def.children = lua_isnil(L, -1) ? NULL : lua_kids_slot;
+    lua_getfield(L, 1, "secure");
+    def.secure = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "allow");      /* identity patterns; the strings stay on the stack */
+    if (lua_istable(L, -1)) {
+        int n = 0, t = lua_gettop(L);
+
+        luaL_checkstack(L, 34, "moonlet.resource: allow");
+        for (lua_Integer i = 1; lua_rawgeti(L, t, i) != LUA_TNIL; i++) {
+            if (lua_type(L, -1) != LUA_TSTRING || n == 32)
+                return luaL_error(L, "moonlet.resource: allow must be up to 32 strings");
+            allow[n++] = lua_tostring(L, -1);
+        }
+        lua_pop(L, 1);
+        allow[n] = NULL;
+        def.allow = allow;
+    } else if (!lua_isnil(L, -1)) {
+        return luaL_error(L, "moonlet.resource: allow must be a list of identity patterns");
+    }
     for (int i = 0; i < TREE_METHODS; i++) {
         moonlet_handler *slot[TREE_METHODS] = {&def.any, &def.get, &def.post, &def.put,
                                                &def.del, &def.fetch, &def.patch, &def.ipatch};

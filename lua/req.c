@@ -148,6 +148,28 @@ push_query(lua_State *L, const struct moonlet_req *req)
 
 static int req_body(lua_State *L, struct lreq *lr);
 
+/* { auth = "none" | "psk" | "rpk" | "x509" | "anon", name = "...", alt = { ... } } */
+static void
+push_identity(lua_State *L, const moonlet_identity *id)
+{
+    static const char *const auths[] = {"none", "psk", "rpk", "x509", "anon"};
+    int n = 0;
+
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, auths[id->auth >= 0 && id->auth <= MOONLET_AUTH_ANON ? id->auth : 0]);
+    lua_setfield(L, -2, "auth");
+    lua_pushstring(L, id->name);
+    lua_setfield(L, -2, "name");
+    while (id->alt[n])
+        n++;
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, id->alt[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "alt");
+}
+
 static int
 req_index(lua_State *L)
 {
@@ -233,7 +255,7 @@ req_index(lua_State *L)
             return 1;
         }
         if (memcmp(k, "identity", 8) == 0) {
-            lua_pushnil(L);         /* no security layer yet */
+            push_identity(L, moonlet_req_identity(req));
             return 1;
         }
         break;

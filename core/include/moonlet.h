@@ -26,13 +26,15 @@ extern "C" {
 #define MOONLET_ABI_MAJOR 1
 /* Bumped when calls or struct fields are added. A plugin built against minor M loads into
  * a server whose minor is >= M. */
-#define MOONLET_ABI_MINOR 4    /* 1.1: moonlet_resource_def.body (streamed uploads)
+#define MOONLET_ABI_MINOR 5    /* 1.1: moonlet_resource_def.body (streamed uploads)
                                   1.2: moonlet_notify, moonlet_resource_def.autonotify and
                                        .notify_con
                                   1.3: moonlet_plugin_inherit, MOONLET_PLUGIN_STATE
                                   1.4: run-time resources (moonlet_resource_add after init,
                                        moonlet_resource_remove), subtrees and
-                                       moonlet_req_base, moonlet_linkfmt_parse */
+                                       moonlet_req_base, moonlet_linkfmt_parse
+                                  1.5: moonlet_req_identity, moonlet_identity_match,
+                                       moonlet_resource_def.secure and .allow */
 
 #if defined(__GNUC__)
 #define MOONLET_API __attribute__((visibility("default")))
@@ -196,6 +198,13 @@ typedef struct moonlet_resource_def {
     /* ABI 1.4. For a subtree only: list its children in /.well-known/core (the subtree's
      * own link comes first). NULL: only the subtree's link. */
     moonlet_children_cb children;
+    /* ABI 1.5. Access control, before any handler runs (RFC 7252 §5.9.2.2, §5.9.2.4):
+     * secure: only over a secure transport (coaps://), else 4.01 Unauthorized;
+     * allow: identity patterns (moonlet_identity_match), ended by NULL: the peer must match
+     * one, else 4.01 without security and 4.03 Forbidden with another identity (allow
+     * implies secure). /.well-known/core lists the resource only to who may use it. */
+    int secure;
+    const char *const *allow;
 } moonlet_resource_def;
 
 /* Register a resource. Call the macro, which passes the struct size.
@@ -270,6 +279,30 @@ MOONLET_API int moonlet_req_accept(const moonlet_req *req);
 MOONLET_API const void *moonlet_req_peer(const moonlet_req *req, size_t *len);
 /* The peer's address as text, "[::1]:5683" or "127.0.0.1:5683". */
 MOONLET_API const char *moonlet_req_peer_str(const moonlet_req *req);
+
+/* ABI 1.5: who the peer is, as its secure transport (coaps://) authenticated it. */
+enum {
+    MOONLET_AUTH_NONE = 0,  /* coap://, or no longer known (the association ended) */
+    MOONLET_AUTH_PSK,       /* a pre-shared key (RFC 4279): name is its identity */
+    MOONLET_AUTH_RPK,       /* a raw public key (RFC 7250): name is "sha256:" and the
+                               lower-case hex SHA-256 of its SubjectPublicKeyInfo */
+    MOONLET_AUTH_X509,      /* a certificate: name is its subject (RFC 4514 string) */
+    MOONLET_AUTH_ANON,      /* secure, but the peer did not authenticate itself (a server
+                               certificate only: client authentication optional) */
+};
+typedef struct moonlet_identity {
+    int auth;               /* MOONLET_AUTH_* */
+    const char *name;       /* see above; "" for NONE and ANON */
+    const char *const *alt; /* X.509 subjectAltNames, "dns:host", "ip:192.0.2.1",
+                               "uri:coap://x", "email:a@b"; ended by NULL, never NULL */
+} moonlet_identity;
+/* The peer's identity. Never NULL. Valid: as any moonlet_req pointer. Phase: handler. */
+MOONLET_API const moonlet_identity *moonlet_req_identity(const moonlet_req *req);
+/* Does id match pattern? A pattern is "KIND:GLOB" with KIND psk, rpk, x509 or any (every
+ * authenticated peer); GLOB is an fnmatch(3) pattern ('*', '?', [...]) on the name or, for
+ * x509, on the subject or any subjectAltName ("x509:dns:*.example.com"). "any" alone, or
+ * "any:*", matches every authenticated peer. 1 or 0. Phase: any. */
+MOONLET_API int moonlet_identity_match(const moonlet_identity *id, const char *pattern);
 
 /* ABI 1.4: link-format bodies */
 

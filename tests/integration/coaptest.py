@@ -295,6 +295,7 @@ def expect_msg(m, sent, mtype=None, mcode=None, mid=None, token=None, payload=No
 # ---- the server process ---------------------------------------------------------------------
 
 READY_RE = re.compile(r"ready udp://\S+:(\d+)")
+READY_DTLS_RE = re.compile(r"ready dtls://\S+:(\d+)")
 _live = []          # every Server not yet stopped (atexit kills them by PID)
 _started = []       # servers started by the running test (the runner stops them)
 cfg = argparse.Namespace(moonlet="build/moonlet", plugins=[], verbose=False)
@@ -343,9 +344,10 @@ class ProcLog:
 class Server:
     """moonlet on [::1]:<ephemeral>. opts: {'ack_timeout': 0.3}; sets: ['t_basic.k=v'].
     addr None: no -a/-p (the configuration file in args says where; port is the first
-    ready line's)."""
+    ready line's). dtls: wait for a coaps:// listener's ready line too (dtls_port)."""
 
-    def __init__(self, opts=None, sets=(), plugins=None, args=(), addr="::1", port=0):
+    def __init__(self, opts=None, sets=(), plugins=None, args=(), addr="::1", port=0,
+                 dtls=False):
         argv = [cfg.moonlet] + (["-a", addr, "-p", str(port)] if addr else [])
         for k, v in (opts or {}).items():
             argv += ["-o", "%s=%s" % (k, v)]
@@ -367,6 +369,10 @@ class Server:
             raise AssertionError("moonlet did not print its ready line within 5 s\n  argv: %s\n"
                                  "  log:\n%s" % (" ".join(argv), indent(self.log.text())))
         self.port = int(m.group(1))
+        self.dtls_port = None
+        if dtls:        # a coaps:// listener too: its port from its ready line
+            m = self.log.wait_for(READY_DTLS_RE.pattern, 5.0)
+            self.dtls_port = int(m.group(1)) if m else None
 
     def client(self, host=None, answer_pings=True):
         return Client(self.port, host or self.addr, answer_pings)

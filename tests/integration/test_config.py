@@ -140,7 +140,7 @@ def t_check_lua_sets():
 def t_check_errors():
     with Dir() as d:
         f = d.file("bad.conf", "\n".join([
-            'listen = [ "coap://[::1]:0", "coaps://[::1]:0" ];',   # 1
+            'listen = [ "coap://[::1]:0", "coap+tcp://[::1]:0" ];',   # 1
             'setings = { x = 1; };',                          # 2
             'settings = { ack_timeout = "soon";',             # 3
             '             bogus = 1; };',                     # 4
@@ -152,10 +152,10 @@ def t_check_errors():
         eq(rc, 1, "exit status")
         got = sorted(errors_of(out))
         want = sorted([
-            f + ":1: listen: 'coaps://[::1]:0': coaps:// listeners are not built yet "
-            "(coap:// only)",
+            f + ":1: listen: 'coap+tcp://[::1]:0': coap+tcp:// listeners are not built yet "
+            "(coap://, coaps:// only)",
             f + ":2: unknown key 'setings' (listen, multicast, log_level, settings, lua, "
-            "plugins, scripts, watch, admin)",
+            "plugins, scripts, watch, admin, dtls, access)",
             f + ":3: settings: ack_timeout=soon: not a number",
             f + ":4: settings: bogus: unknown setting",
             f + ':5: log_level: one of "error", "warn", "info", "debug"',

@@ -676,7 +676,7 @@ def req_opts(c, method=GET, **kw):
 
 @test("request fields: GET /req/echo?limit=10&tag=a&tag=b&flag -> method, path, segments, "
       "query (repeated key -> list, item without '=' -> true), query_raw, payload '', "
-      "no ct/accept/identity, peer '[::1]:PORT'")
+      "no ct/accept, identity {auth = 'none'}, peer '[::1]:PORT'")
 def t_req_fields():
     with lua_server("request.lua") as s, s.client() as c:
         r = echo(c, query=["limit=10", "tag=a", "tag=b", "flag"])["req"]
@@ -689,7 +689,7 @@ def t_req_fields():
         eq((r["payload_type"], r["payload_len"], r["payload_hex"]), ("string", 0, ""),
            "req.payload")
         eq((r.get("ct"), r.get("accept")), (None, None), "req.ct, req.accept")
-        eq(r["identity_type"], "nil", "type(req.identity)")
+        eq((r["identity_type"], r["identity_auth"]), ("table", "none"), "req.identity over coap://")
         eq(r["peer"], "[::1]:%d" % c.sock.getsockname()[1], "req.peer")
         r = echo(c)["req"]
         eq((r["query"], r["nq"], r["query_raw"]), ({}, 0, ""), "no query")

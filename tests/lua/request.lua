@@ -50,6 +50,7 @@ local function fields(req)
     payload_type = type(req.payload),
     ct = req.ct, accept = req.accept, peer = req.peer,
     identity_type = type(req.identity),
+    identity_auth = req.identity.auth,
   }
 end
 

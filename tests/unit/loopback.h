@@ -134,7 +134,9 @@ lo_close(struct endpoint *ep)
     free(ep);
 }
 
-static const struct transport lo_transport = {"coap", 0, lo_send, lo_flush, lo_close};
+static const struct transport lo_transport = {.scheme = "coap", .input = exchange_input,
+                                              .send = lo_send, .flush = lo_flush,
+                                              .close = lo_close};
 
 /* ---- resources ------------------------------------------------------------------------ */
 
