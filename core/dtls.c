@@ -1322,6 +1322,12 @@ drive(struct dtls_conn *c)
                 else
                     st->n.fail_other++;
                 snprintf(why, sizeof why, "%s", *c->why ? c->why : gnutls_strerror(r));
+                /* GnuTLS leaves the alert to us (RFC 5246 §7.2.2): bad_certificate,
+                 * unknown_psk_identity, handshake_failure ... */
+                if (strncmp(c->why, "unknown PSK", 11) == 0)    /* RFC 4279 §2 */
+                    gnutls_alert_send(c->s, GNUTLS_AL_FATAL, GNUTLS_A_UNKNOWN_PSK_IDENTITY);
+                else if (r != GNUTLS_E_TIMEDOUT)
+                    gnutls_alert_send_appropriate(c->s, r);
             }
             log_fail(srv, c, why);
             conn_free(c, 0);

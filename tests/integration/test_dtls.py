@@ -378,10 +378,11 @@ def t_bad_certs():
                               c("ca.pem"), d.uri + "/who", wait=2)
         check("anon" not in out and "x509" not in out, "untrusted: %r" % out)
         check(d.srv.log.wait_for("issuer is unknown", 3), "untrusted: log names the reason")
-        for name, reason in (("expired", "expired"), ("future", "not yet activated")):
+        for name, reason in (("expired", "expired"), ("future", "not yet valid")):
             out = dsend(d.srv.dtls_port, [hexmsg(CON, GET, 1, b"t", "who")], "-c",
                         c(name + ".pem"), "-j", c(name + ".key"), "-w", "1")
-            check(out and out[0].startswith("handshake FAILED"), "%s: %r" % (name, out))
+            check(out and out[0].startswith("handshake FAILED") and "alert Certificate is bad" in out,
+                  "%s: a fatal alert: %r" % (name, out))
             check(d.srv.log.wait_for(reason, 3), "%s: log names '%s'" % (name, reason))
         s = wait_stat(d, "dtls_handshaking", 0)
         eq((s["dtls_fail_cert"], s["dtls_sessions"]), (3, 0), "counted, nothing kept")
@@ -397,14 +398,35 @@ def t_bad_certs():
       "dtls_handshake_timeout and logged; an unknown identity fails at once, logged by name")
 def t_wrong_psk():
     with Dtls(opts={"dtls_handshake_timeout": 1}) as d:
-        out = dsend(d.srv.dtls_port, [], "-u", "sensor-1", "-k", "wrong", "-w", "1")
+        out = dsend(d.srv.dtls_port, [], "-u", "sensor-1", "-k", "wrong", "-t", "2")
         check(out and out[0].startswith("handshake FAILED"), "wrong key: %r" % out)
         out = dsend(d.srv.dtls_port, [], "-u", "nobody", "-k", "x", "-w", "1")
-        check(out and out[0].startswith("handshake FAILED"), "unknown identity: %r" % out)
+        check(out and out[0].startswith("handshake FAILED") and "alert The SRP/PSK username is missing or not known" in out, "unknown identity: the RFC 4279 §2 alert: %r" % out)
         check(d.srv.log.wait_for("unknown PSK identity 'nobody'", 3), "log names the identity")
         s = wait_stat(d, "dtls_handshaking", 0, 4)
         eq((s["dtls_handshaking"], s["dtls_sessions"], s["dtls_fail_psk"],
             s["dtls_fail_timeout"]), (0, 0, 1, 1), "both freed and counted")
+
+
+@test("session resumption (RFC 5077 tickets): a resumed handshake right away and after one key "
+      "rotation (dtls_ticket_rotate = 1: the previous key still opens its tickets); none with "
+      "dtls_ticket_rotate = 0")
+def t_resumption():
+    with Dtls(opts={"dtls_ticket_rotate": 1}) as d:
+        for pause in ("0", "1.3"):
+            out = dsend(d.srv.dtls_port, [], *psk_args(), "-R", pause)
+            hs = [l for l in out if l.startswith("handshake")]
+            check(len(hs) == 2 and hs[0].startswith("handshake OK") and hs[1].endswith(" resumed"),
+                  "resumed after %s s: %r" % (pause, out))
+        s = d.stats()
+        eq((s["dtls_full"], s["dtls_resumed"]), (2, 2), "full and resumed handshakes")
+        out = dsend(d.srv.dtls_port, [hexmsg(CON, GET, 9, b"q", "who")], *psk_args(), "-R", "0")
+        check(any("7c73656e736f722d317c" in l for l in out), "a resumed session keeps the "
+              "identity: %r" % out)     # "|sensor-1|"
+    with Dtls(opts={"dtls_ticket_rotate": 0}) as d:
+        out = dsend(d.srv.dtls_port, [], *psk_args(), "-R", "0")
+        hs = [l for l in out if l.startswith("handshake OK")]
+        check(len(hs) == 2 and not hs[1].endswith("resumed"), "no tickets: %r" % out)
 
 
 @test("block-wise over coaps: a 256 KiB download (Block2) and upload (Block1) with 1024-byte "

@@ -16,6 +16,10 @@
  *                       numbers them, so this is what a CoAP retransmission looks like)
  *     -i SECONDS        pause this long before each message after the first
  *     -p PORT           bind this local UDP port (a peer that restarts on the same port)
+ *     -t SECONDS        give up a handshake after this long (default 10)
+ *     -R SECONDS        afterwards, wait this long, then connect again resuming the session
+ *                       (RFC 5077 ticket), print its "handshake OK ..." line and send the
+ *                       messages again
  *
  * Prints "handshake OK SUITE" (" resumed") or "handshake FAILED reason" (exit 2), then
  * for each message one line "< HEX" per record received and "= N" (how many). Exit 0.
@@ -104,6 +108,14 @@ collect(gnutls_session_t s, int fd, int want, double until)
     return got;
 }
 
+static void
+sleep_for(double seconds)
+{
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
+
+    nanosleep(&ts, NULL);
+}
+
 static int
 connect_udp(const char *host, const char *port, int local)
 {
@@ -136,32 +148,113 @@ connect_udp(const char *host, const char *port, int local)
     return fd;
 }
 
+/* Handshake on fd within 10 s: 0, or -1 after printing why. */
+static double handshake_limit = 10;
+
+static int
+handshake(gnutls_session_t s, int fd)
+{
+    double until = now() + handshake_limit;
+    char *desc;
+    int rc;
+
+    gnutls_transport_set_int(s, fd);
+    gnutls_dtls_set_timeouts(s, 500, (unsigned)(handshake_limit * 1000));
+    do {
+        rc = gnutls_handshake(s);
+        if (rc == GNUTLS_E_AGAIN)
+            wait_readable(fd, now() + gnutls_dtls_get_timeout(s) / 1000.0);
+    } while (rc == GNUTLS_E_AGAIN && now() < until);
+    if (rc < 0) {
+        printf("handshake FAILED %s\n", gnutls_strerror(rc));
+        if (rc == GNUTLS_E_FATAL_ALERT_RECEIVED)
+            printf("alert %s\n", gnutls_alert_get_name(gnutls_alert_get(s)));
+        return -1;
+    }
+    desc = gnutls_session_get_desc(s);
+    printf("handshake OK %s%s\n", desc, gnutls_session_is_resumed(s) ? " resumed" : "");
+    gnutls_free(desc);
+    fflush(stdout);
+    return 0;
+}
+
+struct opts {
+    double wait, pause;
+    int answers, repeat;
+};
+
+/* Send each hex message and print what answers it; -1 (after "closed") if the server
+ * ended the association, -2 for a message that is not hex. */
+static int
+send_all(gnutls_session_t s, int fd, char **msgs, int n, const struct opts *o)
+{
+    for (int i = 0; i < n; i++) {
+        unsigned char msg[2048];
+        int len = unhex(msgs[i], msg, sizeof msg), got = 0;
+
+        if (i > 0 && o->pause > 0)
+            collect(s, fd, -1, now() + o->pause);   /* reads while it waits */
+        if (len < 0) {
+            fprintf(stderr, "dtls-send: %s: not hex\n", msgs[i]);
+            return -2;
+        }
+        for (int k = 0; k < o->repeat; k++)
+            gnutls_record_send(s, msg, (size_t)len);
+        if (o->answers > 0 && (got = collect(s, fd, o->answers, now() + o->wait)) < 0) {
+            printf("closed\n");
+            return -1;
+        }
+        printf("= %d\n", got);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+/* A client session with the credentials and our priorities. */
+static gnutls_session_t
+session_new(int rawpk, gnutls_psk_client_credentials_t psk,
+            gnutls_certificate_credentials_t xc, int with_cert)
+{
+    gnutls_session_t s;
+
+    gnutls_init(&s, GNUTLS_CLIENT | GNUTLS_DATAGRAM | GNUTLS_NONBLOCK |
+                        (rawpk ? GNUTLS_ENABLE_RAWPK : 0));
+    gnutls_priority_set_direct(s, "NORMAL:-VERS-ALL:+VERS-DTLS1.2:+PSK:+ECDHE-PSK:"
+                               "+AES-128-CCM-8:+AES-128-CCM:+CTYPE-ALL", NULL);
+    if (psk)
+        gnutls_credentials_set(s, GNUTLS_CRD_PSK, psk);
+    if (with_cert)      /* the server's certificate is not checked */
+        gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, xc);
+    return s;
+}
+
 int
 main(int argc, char **argv)
 {
     const char *user = NULL, *key = NULL, *cert = NULL, *ckey = NULL;
-    double wait = 2, hold = 0, pause = 0;
-    int opt, rawpk = 0, answers = 1, quiet_exit = 0, repeat = 1, local = 0, fd, rc;
+    double hold = 0, resume = -1;
+    struct opts o = {2, 0, 1, 1};
+    int opt, rawpk = 0, quiet_exit = 0, local = 0, fd, rc;
     gnutls_session_t s;
     gnutls_psk_client_credentials_t psk = NULL;
     gnutls_certificate_credentials_t xc = NULL;
-    double until;
-    char *desc;
 
-    while ((opt = getopt(argc, argv, "u:k:c:j:Mw:n:H:qx:i:p:")) != -1) {
+    while ((opt = getopt(argc, argv, "u:k:c:j:Mw:n:H:qx:i:p:R:t:")) != -1) {
         switch (opt) {
         case 'u': user = optarg; break;
         case 'k': key = optarg; break;
         case 'c': cert = optarg; break;
         case 'j': ckey = optarg; break;
         case 'M': rawpk = 1; break;
-        case 'w': wait = atof(optarg); break;
-        case 'n': answers = atoi(optarg); break;
+        case 'w': o.wait = atof(optarg); break;
+        case 'n': o.answers = atoi(optarg); break;
         case 'H': hold = atof(optarg); break;
         case 'q': quiet_exit = 1; break;
-        case 'x': repeat = atoi(optarg); break;
-        case 'i': pause = atof(optarg); break;
+        case 'x': o.repeat = atoi(optarg); break;
+        case 'i': o.pause = atof(optarg); break;
         case 'p': local = atoi(optarg); break;
+        case 'R': resume = atof(optarg); break;
+        case 't': handshake_limit = atof(optarg); break;
         default:
             fprintf(stderr, "usage: see the comment at the top of dtls-send.c\n");
             return 64;
@@ -172,16 +265,11 @@ main(int argc, char **argv)
         return 64;
     }
     gnutls_global_init();
-    gnutls_init(&s, GNUTLS_CLIENT | GNUTLS_DATAGRAM | GNUTLS_NONBLOCK |
-                        (rawpk ? GNUTLS_ENABLE_RAWPK : 0));
-    gnutls_priority_set_direct(s, "NORMAL:-VERS-ALL:+VERS-DTLS1.2:+PSK:+ECDHE-PSK:"
-                               "+AES-128-CCM-8:+AES-128-CCM:+CTYPE-ALL", NULL);
     if (user && key) {
         gnutls_datum_t k = {(unsigned char *)key, (unsigned)strlen(key)};
 
         gnutls_psk_allocate_client_credentials(&psk);
         gnutls_psk_set_client_credentials(psk, user, &k, GNUTLS_PSK_KEY_RAW);
-        gnutls_credentials_set(s, GNUTLS_CRD_PSK, psk);
     }
     gnutls_certificate_allocate_credentials(&xc);
     if (cert && ckey) {
@@ -193,45 +281,11 @@ main(int argc, char **argv)
             return 64;
         }
     }
-    if (cert || !user)      /* the server's certificate is not checked */
-        gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, xc);
-    gnutls_transport_set_int(s, fd);
-    gnutls_dtls_set_timeouts(s, 500, 10000);
-    until = now() + 10;
-    do {
-        rc = gnutls_handshake(s);
-        if (rc == GNUTLS_E_AGAIN)
-            wait_readable(fd, now() + gnutls_dtls_get_timeout(s) / 1000.0);
-    } while (rc == GNUTLS_E_AGAIN && now() < until);
-    if (rc < 0) {
-        printf("handshake FAILED %s\n", gnutls_strerror(rc));
-        if (rc == GNUTLS_E_FATAL_ALERT_RECEIVED)
-            printf("alert %s\n", gnutls_alert_get_name(gnutls_alert_get(s)));
+    s = session_new(rawpk, psk, xc, cert || !user);
+    if (handshake(s, fd) < 0)
         return 2;
-    }
-    desc = gnutls_session_get_desc(s);
-    printf("handshake OK %s%s\n", desc, gnutls_session_is_resumed(s) ? " resumed" : "");
-    gnutls_free(desc);
-    fflush(stdout);
-    for (int i = optind + 2; i < argc; i++) {
-        unsigned char msg[2048];
-        int n = unhex(argv[i], msg, sizeof msg), got = 0;
-
-        if (i > optind + 2 && pause > 0)
-            collect(s, fd, -1, now() + pause);     /* reads while it waits */
-        if (n < 0) {
-            fprintf(stderr, "dtls-send: %s: not hex\n", argv[i]);
-            return 64;
-        }
-        for (int k = 0; k < repeat; k++)
-            gnutls_record_send(s, msg, (size_t)n);
-        if (answers > 0 && (got = collect(s, fd, answers, now() + wait)) < 0) {
-            printf("closed\n");
-            return 0;
-        }
-        printf("= %d\n", got);
-        fflush(stdout);
-    }
+    if (send_all(s, fd, argv + optind + 2, argc - optind - 2, &o) < 0)
+        return 0;
     if (hold > 0) {
         if (collect(s, fd, -1, now() + hold) < 0)
             printf("closed\n");
@@ -239,6 +293,23 @@ main(int argc, char **argv)
             printf("open\n");
     }
     fflush(stdout);
+    if (resume >= 0) {
+        gnutls_datum_t data = {0};
+
+        gnutls_session_get_data2(s, &data);
+        gnutls_bye(s, GNUTLS_SHUT_WR);
+        gnutls_deinit(s);
+        close(fd);
+        sleep_for(resume);
+        fd = connect_udp(argv[optind], argv[optind + 1], local);
+        s = session_new(rawpk, psk, xc, cert || !user);
+        gnutls_session_set_data(s, data.data, data.size);
+        gnutls_free(data.data);
+        if (handshake(s, fd) < 0)
+            return 2;
+        if (send_all(s, fd, argv + optind + 2, argc - optind - 2, &o) < 0)
+            return 0;
+    }
     if (!quiet_exit)
         gnutls_bye(s, GNUTLS_SHUT_WR);
     gnutls_deinit(s);
