@@ -411,7 +411,7 @@ verify_peer(gnutls_session_t s)
         uint8_t h[32];
 
         gnutls_hash_fast(GNUTLS_DIG_SHA256, certs[0].data, certs[0].size, h);
-        if (bsearch(h, cr->rpk_ok, cr->nrpk_ok, 32, rpk_cmp) == NULL) {
+        if (cr->nrpk_ok == 0 || bsearch(h, cr->rpk_ok, cr->nrpk_ok, 32, rpk_cmp) == NULL) {
             snprintf(c->why, sizeof c->why, "raw public key not on rpk_clients");
             return -1;
         }
@@ -482,7 +482,8 @@ dtls_creds_new(const struct dtls_config *cf, char *err, size_t errlen)
             goto nomem;
     if (cf->psk_file && read_psk_file(c, cf->psk_file, err, errlen) < 0)
         goto fail;
-    qsort(c->keys, c->nkeys, sizeof *c->keys, psk_cmp);
+    if (c->nkeys)
+        qsort(c->keys, c->nkeys, sizeof *c->keys, psk_cmp);
     for (unsigned i = 1; i < c->nkeys; i++)
         if (strcmp(c->keys[i - 1].identity, c->keys[i].identity) == 0) {
             snprintf(err, errlen, "dtls: PSK identity '%s' given twice", c->keys[i].identity);

@@ -20,6 +20,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import coaptest  # noqa: E402
 from coaptest import (CON, GET, Server, check, eq, main, request, run_moonlet,  # noqa: E402
                       stats, test)
 
@@ -30,6 +31,11 @@ PSK = [("sensor-1", "secret1"), ("gw", "gateway-key")]
 # ---- material -------------------------------------------------------------------------
 
 _certs = None
+
+
+def built(*path):
+    """A file of the build the tests run (build/ or build/san/: the moonlet's directory)."""
+    return os.path.join(os.path.dirname(coaptest.cfg.moonlet), *path)
 
 
 def certs():
@@ -328,8 +334,7 @@ def t_access():
 @test("C API: moonlet_req_identity and moonlet_identity_match in a plugin; allow and secure in a "
       "C definition; the configuration file's access rule narrows /hello to psk:gw")
 def t_access_c():
-    plugins = [os.path.join(ROOT, "build", "tests", "t_secure.so"),
-               os.path.join(ROOT, "build", "plugins", "hello.so")]
+    plugins = [built("tests", "t_secure.so"), built("plugins", "hello.so")]
     extra = 'access = ( { path = "/hello"; allow = [ "psk:gw" ]; } );'
     with Dtls(extra=extra, plugins=plugins) as d:
         eq(get("gnutls", d.uri + "/c/who", *psk_args()).strip(), "psk|sensor-1|", "c/who")
@@ -647,7 +652,7 @@ def t_reload_credentials():
         check(d.srv.log.wait_for("reloaded", 5, start), "reloaded")
         eq(get("gnutls", d.uri + "/who", "-u", "sensor-1", "-k", "secret2").strip(),
            "psk|sensor-1|", "new key")
-        out = dsend(d.srv.dtls_port, [], *psk_args(), "-w", "1")
+        out = dsend(d.srv.dtls_port, [], *psk_args(), "-t", "2")
         check(out and out[0].startswith("handshake FAILED"), "old key refused: %r" % out)
         check(wait_line(a, r"^open", 8), "the established association kept serving")
         with open(d.conf, "w") as f:
@@ -694,7 +699,7 @@ def t_psk_file_cli():
             fh.write("# devices\nsensor-1 secret1\n\ngw hex:%s\n" % b"gateway-key".hex())
         srv = Server(addr=None, args=["-l", "coap://[::1]:0", "-l", "coaps://127.0.0.1:0",
                                       "-d", "psk_file=" + f], dtls=True,
-                     plugins=[os.path.join(ROOT, "build", "plugins", "hello.so")])
+                     plugins=[built("plugins", "hello.so")])
         try:
             for ident in ("sensor-1", "gw"):
                 eq(get("openssl", "coaps://127.0.0.1:%d/hello" % srv.dtls_port,
@@ -752,6 +757,53 @@ def t_malformed():
                 check(len(got) == 1 and got[0][1] == (int(c) << 5 | int(dd)),
                       "%s: %s, got %r" % (rid, want, got))
         check(groups[-1] and groups[-1][0][1] == 0x45, "still serving: %r" % groups[-1])
+
+
+NODE_DIR = os.path.join(ROOT, "tests", "integration", "node")
+
+
+def node_dtls(*args, want_rc=0, timeout=30):
+    """node tests/integration/node/dtls.js ARGS -> its JSON line (its stderr if want_rc != 0)."""
+    import json
+    node = shutil.which("node")
+    check(node is not None, "node not installed (make deps)")
+    check(os.path.isdir(os.path.join(NODE_DIR, "node_modules", "node-coap-client")),
+          "tests/integration/node/node_modules missing: run `npm ci` there (make check does)")
+    p = subprocess.run([node, "dtls.js"] + [str(a) for a in args], cwd=NODE_DIR,
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    eq(p.returncode, want_rc, "node dtls.js %s: exit status (stdout %r, stderr %r)" %
+       (" ".join(map(str, args)), out, err))
+    return json.loads(out.strip().splitlines()[-1]) if want_rc == 0 else err
+
+
+@test("node-coap-client (node-dtls-client, a third DTLS stack): GET /who with PSK and an Observe "
+      "of /clock; of its 11 PSK suites our order picks TLS_PSK_WITH_AES_128_CCM_8, GCM is "
+      "accepted when that is all it offers, CBC is refused with handshake_failure; each "
+      "association ends with its close_notify and takes the observation with it")
+def t_node_coap_client():
+    with Dtls() as d:
+        uri = d.uri + "/who"
+        for ident, key in PSK:
+            r = node_dtls(uri, ident, key)
+            eq((r["code"], r["payload"], r["cipher"]),
+               ("2.05", "psk|%s|" % ident, "TLS_PSK_WITH_AES_128_CCM_8"), "GET /who as " + ident)
+        r = node_dtls("--ciphers", "TLS_PSK_WITH_AES_128_GCM_SHA256", uri, *PSK[0])
+        eq((r["code"], r["payload"], r["cipher"]),
+           ("2.05", "psk|sensor-1|", "TLS_PSK_WITH_AES_128_GCM_SHA256"), "GCM only")
+        # no suite in common (we offer AEAD suites only): refused; node-coap-client makes 3
+        # handshakes, each ended by the handshake_failure alert
+        err = node_dtls("--ciphers", "TLS_PSK_WITH_AES_128_CBC_SHA256", "--timeout", "8", uri,
+                        *PSK[0], want_rc=1)
+        check("handshake_failure" in err, "CBC only: the alert reached node: %r" % err)
+        check(d.srv.log.wait_for("handshake with .* failed", 3), "CBC only: logged")
+        seen = node_dtls("--observe", "1.5", d.uri + "/clock", *PSK[0])
+        values = [int(x["payload"]) for x in seen]
+        check(len(values) >= 4 and all(x["code"] == "2.05" for x in seen) and
+              values == sorted(set(values)), "registration answer and notifications: %r" % seen)
+        s = wait_stat(d, "dtls_sessions", 0)
+        eq((s["dtls_full"], s["dtls_closed_by_peer"], s["dtls_sessions"], s["observers"]),
+           (4, 4, 0, 0), "full handshakes, close_notify, sessions and observers left")
 
 
 if __name__ == "__main__":
