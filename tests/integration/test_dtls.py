@@ -413,6 +413,28 @@ def t_wrong_psk():
             s["dtls_fail_timeout"]), (0, 0, 1, 1), "both freed and counted")
 
 
+@test("hot reload and discovery over coaps: an association stays up while its script is "
+      "edited and reloaded, and the next request on it reaches the new version; "
+      "/.well-known/core?href=/s* filters as over coap://")
+def t_reload_and_filters():
+    with Dtls() as d:
+        script = os.path.join(d.dir, "secure.lua")
+        ask = hexmsg(CON, GET, 0x100, b"n", "new")
+        p = dsend_bg(d.srv.dtls_port, [ask, ask.replace("0100", "0101", 1)], *psk_args(),
+                     "-i", "2", "-w", "1")
+        check(wait_line(p, r"^= 1", 5), "first answer")     # 4.04: not there yet
+        with open(script, "a") as f:
+            f.write('\nmoonlet.resource{ path = "/new", get = function() '
+                    'return moonlet.CONTENT, "v2" end }\n')
+        check(d.srv.log.wait_for("reloaded .*secure.lua", 5), "reloaded")
+        m = wait_line(p, r"^< (\S+)", 5)
+        check(m and m.group(1).endswith(b"v2".hex()), "the new version answers: %r" %
+              (m and m.group(0)))
+        p.wait()
+        text = get("gnutls", d.uri + "/.well-known/core?href=/s*", *psk_args())
+        eq(sorted(re.findall(r"<([^>]*)>", text)), ["/secret", "/sensors"], "href=/s* filter")
+
+
 @test("session resumption (RFC 5077 tickets): a resumed handshake right away and after one key "
       "rotation (dtls_ticket_rotate = 1: the previous key still opens its tickets); none with "
       "dtls_ticket_rotate = 0")
