@@ -13,6 +13,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +77,6 @@ struct dtls_conn {
     size_t inlen;
     ev_timer tmr;                       /* handshake: retransmission and the deadline */
     ev_tstamp start, last;
-    char why[160];                      /* why a callback refused the handshake */
     struct moonlet_identity id;
     char *idmem;                        /* the identity's strings */
 };
@@ -109,6 +109,8 @@ struct dtls_state {
     ev_tstamp log_at;
     unsigned log_n, log_skipped;
     struct rate rate[RATE_SLOTS];
+    char why[160];                      /* why a callback refused the handshake being driven
+                                         * (one at a time: not kept per association) */
     struct {
         unsigned long hvr, cookie_ok, full, resumed, fail_timeout, fail_psk, fail_cert,
             fail_alert, fail_other, rate_limited, hs_full, evicted, idle, closed_by_peer,
@@ -248,19 +250,18 @@ dtls_config_set(struct dtls_config *c, const char *key, const char *value, char 
         return -1;
     }
     if (strcmp(key, "rpk_client") == 0) {
-        char **l = realloc(c->rpk_clients, (c->nrpk_clients + 1) * sizeof *l);
-        uint8_t *h;
-        size_t n;
+        char **l;
+        uint8_t *h = NULL;
+        size_t n = 0;
+        int ok = strncmp(value, "sha256:", 7) == 0 && unhex(value + 7, &h, &n) == 0 && n == 32;
 
-        if (strncmp(value, "sha256:", 7) != 0 || unhex(value + 7, &h, &n) < 0 || n != 32) {
-            if (strncmp(value, "sha256:", 7) == 0 && n)
-                free(h);
+        free(h);
+        if (!ok) {
             snprintf(err, errlen, "rpk_client=%s: sha256: and 64 hex digits (the SHA-256 of "
                      "the client's SubjectPublicKeyInfo)", value);
             return -1;
         }
-        free(h);
-        if (l == NULL)
+        if ((l = realloc(c->rpk_clients, (c->nrpk_clients + 1) * sizeof *l)) == NULL)
             return -1;
         c->rpk_clients = l;
         l[c->nrpk_clients++] = strdup(value);
@@ -366,6 +367,20 @@ read_psk_file(struct dtls_creds *c, const char *file, char *err, size_t errlen)
     return 0;
 }
 
+/* A callback refuses the handshake of c: why, for the log line and the counters. */
+static void refuse(struct dtls_conn *c, const char *fmt, ...) MOONLET_PRINTF(2, 3);
+
+static void
+refuse(struct dtls_conn *c, const char *fmt, ...)
+{
+    struct dtls_state *st = c->d->ep->srv->dtls;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(st->why, sizeof st->why, fmt, ap);
+    va_end(ap);
+}
+
 static int
 psk_lookup(gnutls_session_t s, const char *username, gnutls_datum_t *key)
 {
@@ -374,7 +389,7 @@ psk_lookup(gnutls_session_t s, const char *username, gnutls_datum_t *key)
 
     k = bsearch(&probe, c->creds->keys, c->creds->nkeys, sizeof *k, psk_cmp);
     if (k == NULL) {
-        snprintf(c->why, sizeof c->why, "unknown PSK identity '%.64s'", username);
+        refuse(c, "unknown PSK identity '%.64s'", username);
         return -1;      /* GnuTLS answers unknown_psk_identity (RFC 4279 §2) */
     }
     if ((key->data = gnutls_malloc(k->len)) == NULL)
@@ -402,7 +417,7 @@ verify_peer(gnutls_session_t s)
 
     if (certs == NULL || n == 0) {
         if (cr->client_auth == DTLS_CLIENT_AUTH_REQUIRED) {
-            snprintf(c->why, sizeof c->why, "no client certificate (client_auth required)");
+            refuse(c, "no client certificate (client_auth required)");
             return -1;
         }
         return 0;
@@ -412,20 +427,20 @@ verify_peer(gnutls_session_t s)
 
         gnutls_hash_fast(GNUTLS_DIG_SHA256, certs[0].data, certs[0].size, h);
         if (cr->nrpk_ok == 0 || bsearch(h, cr->rpk_ok, cr->nrpk_ok, 32, rpk_cmp) == NULL) {
-            snprintf(c->why, sizeof c->why, "raw public key not on rpk_clients");
+            refuse(c, "raw public key not on rpk_clients");
             return -1;
         }
         return 0;
     }
     if (!cr->ca) {
-        snprintf(c->why, sizeof c->why, "client certificate, but no ca to check it against");
+        refuse(c, "client certificate, but no ca to check it against");
         return -1;
     }
     if (gnutls_certificate_verify_peers2(s, &status) < 0 || status) {
         gnutls_datum_t out = {0};
 
         gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0);
-        snprintf(c->why, sizeof c->why, "client certificate: %s",
+        refuse(c, "client certificate: %s",
                  out.data ? (const char *)out.data : "not verified");
         gnutls_free(out.data);
         return -1;      /* GnuTLS answers with a fatal alert (bad_certificate) */
@@ -1043,7 +1058,7 @@ hs_timer(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop, (void)revents;
     if (ev_now(loop) - c->start >= c->d->ep->srv->cfg.dtls_handshake_timeout) {
         c->d->ep->srv->dtls->n.fail_timeout++;
-        log_fail(c->d->ep->srv, c, *c->why ? c->why : "timed out (a wrong PSK ends so too)");
+        log_fail(c->d->ep->srv, c, "timed out (a wrong PSK ends so too)");
         conn_free(c, 0);
         return;
     }
@@ -1296,6 +1311,7 @@ drive(struct dtls_conn *c)
     int r;
 
     if (c->state == ST_HANDSHAKE) {
+        st->why[0] = '\0';
         r = gnutls_handshake(c->s);
         if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
             double left = srv->cfg.dtls_handshake_timeout - (ev_now(srv->loop) - c->start);
@@ -1316,16 +1332,16 @@ drive(struct dtls_conn *c)
             } else {
                 if (r == GNUTLS_E_TIMEDOUT)
                     st->n.fail_timeout++;
-                else if (strncmp(c->why, "unknown PSK", 11) == 0)
+                else if (strncmp(st->why, "unknown PSK", 11) == 0)
                     st->n.fail_psk++;
-                else if (*c->why)
+                else if (*st->why)
                     st->n.fail_cert++;
                 else
                     st->n.fail_other++;
-                snprintf(why, sizeof why, "%s", *c->why ? c->why : gnutls_strerror(r));
+                snprintf(why, sizeof why, "%s", *st->why ? st->why : gnutls_strerror(r));
                 /* GnuTLS leaves the alert to us (RFC 5246 §7.2.2): bad_certificate,
                  * unknown_psk_identity, handshake_failure ... */
-                if (strncmp(c->why, "unknown PSK", 11) == 0)    /* RFC 4279 §2 */
+                if (strncmp(st->why, "unknown PSK", 11) == 0)    /* RFC 4279 §2 */
                     gnutls_alert_send(c->s, GNUTLS_AL_FATAL, GNUTLS_A_UNKNOWN_PSK_IDENTITY);
                 else if (r != GNUTLS_E_TIMEDOUT)
                     gnutls_alert_send_appropriate(c->s, r);
