@@ -44,7 +44,7 @@
     "%SERVER_PRECEDENCE"
 #define DTLS_MTU 1280           /* IPv6's minimum: a 1024-byte block and its headers fit */
 #define COOKIE_ROTATE 30.0      /* a cookie is good for one to two of these, s */
-#define RATE_SLOTS 4096         /* per-address handshake buckets */
+#define RATE_SLOTS 8192         /* per-address handshake buckets (16 bytes each) */
 #define LOG_PER_SECOND 10       /* failed-handshake lines, then a count of those left out */
 
 enum { ST_HANDSHAKE, ST_OPEN };
@@ -725,8 +725,11 @@ keys_tick(struct server *srv, struct dtls_state *st)
 }
 
 /* May the peer's address start one more handshake now? A token bucket per address (the
- * port does not count), dtls_handshake_rate per second with a burst as large; a slot
- * another address holds is taken over once that address's bucket would be full again. */
+ * port does not count), dtls_handshake_rate per second with a burst as large. Buckets live
+ * in a table of RATE_SLOTS, two candidate slots per address (two halves of a keyed hash):
+ * an address uses the slot that holds it, else takes the one whose bucket is the fuller
+ * (the longer unused), so distinct devices rarely share tokens (a shared bucket would
+ * throttle a device that made a single handshake) and memory stays fixed. */
 static int
 rate_ok(struct server *srv, struct dtls_state *st, const struct peer *p)
 {
@@ -734,18 +737,23 @@ rate_ok(struct server *srv, struct dtls_state *st, const struct peer *p)
     double rate = srv->cfg.dtls_handshake_rate, burst = rate < 1 ? 1 : rate;
     ev_tstamp now = ev_now(srv->loop);
     uint32_t h;
-    struct rate *r;
+    struct rate *r, *r2;
 
     if (a.u.sa.sa_family == AF_INET6)
         a.u.in6.sin6_port = 0;
     else
         a.u.in.sin_port = 0;
     h = peer_hash(&a, st->key) | 1;
-    r = &st->rate[h % RATE_SLOTS];
-    if (r->key != h && (r->key == 0 || (now - r->t) * rate >= burst)) {
-        r->key = h;
-        r->tokens = (float)burst;
-        r->t = now;
+    r = &st->rate[(h & 0xffff) % RATE_SLOTS];
+    r2 = &st->rate[(h >> 16) % RATE_SLOTS];
+    if (r->key != h) {
+        if (r2->key == h || r2->t < r->t)
+            r = r2;
+        if (r->key != h) {      /* a new address, or one whose slot was taken: full */
+            r->key = h;
+            r->tokens = (float)burst;
+            r->t = now;
+        }
     }
     r->tokens += (float)((now - r->t) * rate);
     if (r->tokens > burst)
@@ -1282,6 +1290,7 @@ conn_open(struct dtls_conn *c)
     list_del(d, c);
     st->nhs--;
     c->state = ST_OPEN;
+    c->last = ev_now(srv->loop);    /* idle from now, not from the first ClientHello */
     st->nopen++;
     list_push(d, c);
     if (gnutls_session_is_resumed(c->s))

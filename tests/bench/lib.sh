@@ -11,16 +11,16 @@ one_server() {
 	trap 'stop_pid "$PID"; rm -f "$LOG"' EXIT
 }
 
-# ready_port WHO: print the port of the server's first "ready udp://" line in LOG, waited
-# for up to 5 s; when it does not come, LOG goes to stderr and the status is 1
-# (PORT=$(ready_port NAME) || exit 1).
+# ready_port WHO [SCHEME]: print the port of the server's first "ready SCHEME://" line (udp
+# by default; dtls for coaps://) in LOG, waited for up to 5 s; when it does not come, LOG
+# goes to stderr and the status is 1 (PORT=$(ready_port NAME) || exit 1).
 ready_port() {
-	local i port
+	local i port scheme=${2:-udp}
 	for i in $(seq 1 50); do
-		grep -q 'ready udp://' "$LOG" && break
+		grep -q "ready $scheme://" "$LOG" && break
 		sleep 0.1
 	done
-	port=$(sed -n 's/.*ready udp:\/\/[^ ]*:\([0-9][0-9]*\).*/\1/p' "$LOG" | head -n 1)
+	port=$(sed -n "s/.*ready $scheme:\/\/[^ ]*:\([0-9][0-9]*\).*/\1/p" "$LOG" | head -n 1)
 	[ -n "$port" ] || { echo "$1: moonlet did not start:"; cat "$LOG"; } >&2
 	[ -n "$port" ] || return 1
 	echo "$port"

@@ -74,36 +74,6 @@ static struct {
     unsigned n;
 } out;
 
-static double
-own_cpu_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-/* utime + stime of the process, in ms (/proc/PID/stat fields 14 and 15) */
-static double
-cpu_ms(const char *pid)
-{
-    char path[64], buf[1024], *p;
-    unsigned long ut = 0, st = 0;
-    FILE *f;
-    size_t n;
-
-    snprintf(path, sizeof path, "/proc/%s/stat", pid);
-    if ((f = fopen(path, "r")) == NULL)
-        return -1;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    if ((p = strrchr(buf, ')')) == NULL ||
-        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-        return -1;
-    return (ut + st) * 1000.0 / sysconf(_SC_CLK_TCK);
-}
-
 /* Datagrams dropped at the receive buffer of the UDP socket bound to local port (the
  * last column of /proc/net/udp): the server's socket and ours, apart from anyone else's. */
 static long

@@ -445,7 +445,7 @@ def t_resumption():
             hs = [l for l in out if l.startswith("handshake")]
             check(len(hs) == 2 and hs[0].startswith("handshake OK") and hs[1].endswith(" resumed"),
                   "resumed after %s s: %r" % (pause, out))
-        s = d.stats()
+        s = wait_stat(d, "dtls_resumed", 2)    # the client's Finished may still be on its way
         eq((s["dtls_full"], s["dtls_resumed"]), (2, 2), "full and resumed handshakes")
         out = dsend(d.srv.dtls_port, [hexmsg(CON, GET, 9, b"q", "who")], *psk_args(), "-R", "0")
         check(any("7c73656e736f722d317c" in l for l in out), "a resumed session keeps the "
@@ -593,6 +593,37 @@ def t_handshake_limits():
         eq(d.stats()["dtls_rate_limited"], 1, "rate_limited")
 
 
+@test("handshake retransmission (RFC 6347 §4.2.4): a client that stops answering gets the "
+      "server's flight again after about 1 s, then after about 2 s more (the timer doubles)")
+def t_retransmission():
+    with Dtls(opts={"dtls_handshake_timeout": 10}) as d:
+        s, flight = stalled_handshake(d.srv.dtls_port)
+        t0 = time.monotonic()
+        check(flight and flight[0] == 22, "first flight")
+        again = recv(s, 2.0)
+        t1 = time.monotonic()
+        third = recv(s, 3.5)
+        t2 = time.monotonic()
+        eq((again is not None and len(again) == len(flight), third is not None), (True, True),
+           "the flight twice more")
+        check(0.7 < t1 - t0 < 1.6 and 1.5 < t2 - t1 < 2.9,
+              "after %.2f s, then %.2f s (1 s, then 2 s)" % (t1 - t0, t2 - t1))
+
+
+@test("failed handshakes are logged one line each up to 10 a second; the rest are counted "
+      "and summed up in one line (a flood of failures is not a flood of lines)")
+def t_log_rate():
+    with Dtls(opts={"dtls_handshake_rate": 1000}) as d:
+        for _ in range(30):
+            dsend(d.srv.dtls_port, [], "-u", "nobody", "-k", "x", "-t", "1")
+        time.sleep(1.1)     # the next second's first failure writes the sum
+        dsend(d.srv.dtls_port, [], "-u", "nobody", "-k", "x", "-t", "1")
+        check(d.srv.log.wait_for(r"\d+ more failed handshakes not logged", 3), "the sum line")
+        lines = [l for l in d.srv.log.lines if "unknown PSK identity" in l]
+        check(len(lines) <= 21, "%d lines for 31 failures in about a second" % len(lines))
+        eq(d.stats()["dtls_fail_psk"], 31, "all counted")
+
+
 @test("dtls_sessions = 2: a third association evicts the least recently active idle one (it "
       "gets close_notify); dtls_idle frees a quiet association, CoAP pings keep one alive")
 def t_session_limits():
@@ -699,6 +730,8 @@ def t_startup_errors():
         ('certificate = "%s"; key = "%s";' % (c("notpem.pem"), c("srv.key")), "notpem.pem"),
         ('certificate = "%s"; key = "%s";' % (c("srv.pem"), c("cli.key")), "does not match"),
         ('psk_file = "/nonexistent.psk";', "/nonexistent.psk"),
+        ('certificate = "%s"; key = "%s";' % (c("srv.pem"), os.path.dirname(c("srv.key"))),
+         os.path.dirname(c("srv.key"))),      # a directory: read fails
         ('psk_hint = "x";', "needs DTLS credentials"),
     ]
     with tempfile.TemporaryDirectory() as t:
