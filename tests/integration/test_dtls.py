@@ -746,7 +746,7 @@ def t_startup_errors():
 
 
 @test("a PSK file (IDENTITY KEY per line, hex: keys) and -d on the command line: "
-      "moonlet -l coaps://[::1]:0 -d psk_file=FILE serves")
+      "moonlet -l coaps://127.0.0.1:0 -d psk_file=FILE serves")
 def t_psk_file_cli():
     with tempfile.TemporaryDirectory() as t:
         f = os.path.join(t, "keys.psk")
