@@ -261,8 +261,10 @@ dtls_config_set(struct dtls_config *c, const char *key, const char *value, char 
                      "the client's SubjectPublicKeyInfo)", value);
             return -1;
         }
-        if ((l = realloc(c->rpk_clients, (c->nrpk_clients + 1) * sizeof *l)) == NULL)
+        if ((l = realloc(c->rpk_clients, (c->nrpk_clients + 1) * sizeof *l)) == NULL) {
+            snprintf(err, errlen, "out of memory");
             return -1;
+        }
         c->rpk_clients = l;
         l[c->nrpk_clients++] = strdup(value);
         return 0;
@@ -276,8 +278,10 @@ dtls_config_set(struct dtls_config *c, const char *key, const char *value, char 
             snprintf(err, errlen, "psk=%s: IDENTITY:KEY (KEY as text, or hex:HEX)", value);
             return -1;
         }
-        if ((id = strndup(value, (size_t)(colon - value))) == NULL)
+        if ((id = strndup(value, (size_t)(colon - value))) == NULL) {
+            snprintf(err, errlen, "out of memory");
             return -1;
+        }
         rc = strncmp(colon + 1, "hex:", 4) == 0
                  ? dtls_config_psk(c, id, colon + 5, 1, err, errlen)
                  : dtls_config_psk(c, id, colon + 1, 0, err, errlen);
