@@ -1170,101 +1170,113 @@ idle_victim(struct server *srv)
     return NULL;
 }
 
+/* An identity as text, before it is stored with its association. */
+struct id_text {
+    int auth;
+    char name[1024];
+    char alt[16][300];
+    unsigned nalt;
+};
+
+/* An X.509 certificate's subject (RFC 4514) and subjectAltNames as "kind:value". */
+static void
+x509_identity(const gnutls_datum_t *der, struct id_text *t)
+{
+    gnutls_x509_crt_t crt;
+    gnutls_datum_t dn = {0};
+
+    if (gnutls_x509_crt_init(&crt) < 0)
+        return;
+    if (gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER) == 0) {
+        t->auth = MOONLET_AUTH_X509;
+        if (gnutls_x509_crt_get_dn3(crt, &dn, 0) == 0)
+            snprintf(t->name, sizeof t->name, "%s", (const char *)dn.data);
+        gnutls_free(dn.data);
+        for (unsigned i = 0; t->nalt < 16; i++) {
+            char v[256], ip[INET6_ADDRSTRLEN], *out = t->alt[t->nalt];
+            size_t vlen = sizeof v - 1, cap = sizeof t->alt[0];
+            int k = gnutls_x509_crt_get_subject_alt_name(crt, i, v, &vlen, NULL);
+
+            if (k == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
+                break;
+            if (k < 0)
+                continue;
+            v[vlen < sizeof v ? vlen : sizeof v - 1] = '\0';
+            if (k == GNUTLS_SAN_DNSNAME)
+                snprintf(out, cap, "dns:%s", v);
+            else if (k == GNUTLS_SAN_RFC822NAME)
+                snprintf(out, cap, "email:%s", v);
+            else if (k == GNUTLS_SAN_URI)
+                snprintf(out, cap, "uri:%s", v);
+            else if (k == GNUTLS_SAN_IPADDRESS &&
+                     inet_ntop(vlen == 4 ? AF_INET : AF_INET6, v, ip, sizeof ip))
+                snprintf(out, cap, "ip:%s", ip);
+            else
+                continue;
+            t->nalt++;
+        }
+    }
+    gnutls_x509_crt_deinit(crt);
+}
+
+/* What the handshake of s authenticated. */
+static void
+identity_of(gnutls_session_t s, struct id_text *t)
+{
+    const gnutls_datum_t *certs;
+    gnutls_datum_t u = {0};
+    unsigned n = 0;
+    uint8_t h[32];
+
+    t->auth = MOONLET_AUTH_ANON;
+    if (gnutls_auth_get_type(s) == GNUTLS_CRD_PSK) {
+        t->auth = MOONLET_AUTH_PSK;
+        if (gnutls_psk_server_get_username2(s, &u) == 0)
+            snprintf(t->name, sizeof t->name, "%.*s", (int)u.size, (const char *)u.data);
+        return;
+    }
+    if (gnutls_auth_get_type(s) != GNUTLS_CRD_CERTIFICATE ||
+        (certs = gnutls_certificate_get_peers(s, &n)) == NULL || n == 0)
+        return;     /* no client certificate: anonymous */
+    if (gnutls_certificate_type_get2(s, GNUTLS_CTYPE_CLIENT) != GNUTLS_CRT_RAWPK) {
+        x509_identity(&certs[0], t);
+        return;
+    }
+    t->auth = MOONLET_AUTH_RPK;     /* RFC 7250: the SubjectPublicKeyInfo, named by hash */
+    gnutls_hash_fast(GNUTLS_DIG_SHA256, certs[0].data, certs[0].size, h);
+    strcpy(t->name, "sha256:");
+    for (int i = 0; i < 32; i++)
+        snprintf(t->name + 7 + 2 * i, 3, "%02x", h[i]);
+}
+
+/* The association's identity, in one block: the alt pointers, then the strings. */
 static void
 identity_fill(struct dtls_conn *c)
 {
-    gnutls_session_t s = c->s;
-    char name[1024] = "";
-    char alt[16][300];
-    unsigned nalt = 0;
+    struct id_text t = {0};
     size_t need;
-    char *m;
+    const char **a;
+    char *m, *p;
 
-    switch (gnutls_auth_get_type(s)) {
-    case GNUTLS_CRD_PSK: {
-        gnutls_datum_t u = {0};
-
-        c->id.auth = MOONLET_AUTH_PSK;
-        if (gnutls_psk_server_get_username2(s, &u) == 0)
-            snprintf(name, sizeof name, "%.*s", (int)u.size, (const char *)u.data);
-        break;
-    }
-    case GNUTLS_CRD_CERTIFICATE: {
-        unsigned n = 0;
-        const gnutls_datum_t *certs = gnutls_certificate_get_peers(s, &n);
-        gnutls_x509_crt_t crt;
-        gnutls_datum_t dn = {0};
-
-        c->id.auth = MOONLET_AUTH_ANON;
-        if (certs == NULL || n == 0)
-            break;
-        if (gnutls_certificate_type_get2(s, GNUTLS_CTYPE_CLIENT) == GNUTLS_CRT_RAWPK) {
-            uint8_t h[32];
-
-            c->id.auth = MOONLET_AUTH_RPK;
-            gnutls_hash_fast(GNUTLS_DIG_SHA256, certs[0].data, certs[0].size, h);
-            strcpy(name, "sha256:");
-            for (int i = 0; i < 32; i++)
-                snprintf(name + 7 + 2 * i, 3, "%02x", h[i]);
-            break;
-        }
-        if (gnutls_x509_crt_init(&crt) < 0)
-            break;
-        if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0) {
-            c->id.auth = MOONLET_AUTH_X509;
-            if (gnutls_x509_crt_get_dn3(crt, &dn, 0) == 0)
-                snprintf(name, sizeof name, "%s", (const char *)dn.data);
-            gnutls_free(dn.data);
-            for (unsigned i = 0; nalt < 16; i++) {
-                char v[256];
-                size_t vlen = sizeof v - 1;
-                int t = gnutls_x509_crt_get_subject_alt_name(crt, i, v, &vlen, NULL);
-                char ip[INET6_ADDRSTRLEN];
-
-                if (t == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
-                    break;
-                if (t < 0)
-                    continue;
-                v[vlen < sizeof v ? vlen : sizeof v - 1] = '\0';
-                if (t == GNUTLS_SAN_DNSNAME)
-                    snprintf(alt[nalt++], sizeof alt[0], "dns:%s", v);
-                else if (t == GNUTLS_SAN_RFC822NAME)
-                    snprintf(alt[nalt++], sizeof alt[0], "email:%s", v);
-                else if (t == GNUTLS_SAN_URI)
-                    snprintf(alt[nalt++], sizeof alt[0], "uri:%s", v);
-                else if (t == GNUTLS_SAN_IPADDRESS &&
-                         inet_ntop(vlen == 4 ? AF_INET : AF_INET6, v, ip, sizeof ip))
-                    snprintf(alt[nalt++], sizeof alt[0], "ip:%s", ip);
-            }
-        }
-        gnutls_x509_crt_deinit(crt);
-        break;
-    }
-    default:
-        c->id.auth = MOONLET_AUTH_ANON;
-        break;
-    }
-    /* one block: the alt pointer array, then the strings */
-    need = (nalt + 1) * sizeof(char *) + strlen(name) + 1;
-    for (unsigned i = 0; i < nalt; i++)
-        need += strlen(alt[i]) + 1;
+    identity_of(c->s, &t);
+    need = (t.nalt + 1) * sizeof(char *) + strlen(t.name) + 1;
+    for (unsigned i = 0; i < t.nalt; i++)
+        need += strlen(t.alt[i]) + 1;
     if ((m = malloc(need)) == NULL) {
         c->id = id_none;    /* nothing a pattern can match: access denied */
         return;
     }
-    {
-        const char **a = (const char **)(void *)m;
-        char *p = m + (nalt + 1) * sizeof(char *);
-
-        c->id.name = strcpy(p, name);
-        p += strlen(name) + 1;
-        for (unsigned i = 0; i < nalt; i++) {
-            a[i] = strcpy(p, alt[i]);
-            p += strlen(alt[i]) + 1;
-        }
-        a[nalt] = NULL;
-        c->id.alt = a;
+    a = (const char **)(void *)m;
+    p = m + (t.nalt + 1) * sizeof(char *);
+    c->id.auth = t.auth;
+    c->id.name = strcpy(p, t.name);
+    p += strlen(t.name) + 1;
+    for (unsigned i = 0; i < t.nalt; i++) {
+        a[i] = strcpy(p, t.alt[i]);
+        p += strlen(t.alt[i]) + 1;
     }
+    a[t.nalt] = NULL;
+    c->id.alt = a;
     c->idmem = m;
 }
 
