@@ -436,16 +436,10 @@ config_parse_listen(const char *uri, struct config_listen *l)
     long port = 5683;
 
     l->addr = NULL;
-    l->secure = 0;
-    if (strncmp(p, "coaps://", 8) == 0) {
-        l->secure = 1;
-        port = 5684;
-        p += 8;
-    } else if (strncmp(p, "coap://", 7) == 0) {
-        p += 7;
-    } else {
+    if ((l->scheme = scheme_of(uri)) == NULL || l->scheme->open == NULL)
         return -1;
-    }
+    port = l->scheme->port;
+    p += strlen(l->scheme->name) + 3;
     if (*p == '[') {
         if ((end = strchr(p, ']')) == NULL)
             return -1;
@@ -468,6 +462,17 @@ config_parse_listen(const char *uri, struct config_listen *l)
     }
     l->port = (unsigned)port;
     return 0;
+}
+
+const char *
+config_listen_why(const struct config_listen *l, char *buf, size_t len)
+{
+    if (l->scheme && l->scheme->open == NULL)     /* RFC 8323 §8: schemes still to come */
+        snprintf(buf, len, "%s:// listeners are not built yet (%s only)", l->scheme->name,
+                 scheme_names());
+    else
+        snprintf(buf, len, "not SCHEME://ADDR:PORT (%s; IPv6 in brackets)", scheme_names());
+    return buf;
 }
 
 static void
@@ -615,29 +620,23 @@ units(struct ctx *x, const config_setting_t *list, const char *suffix, const cha
 static void
 listeners(struct ctx *x, const config_setting_t *s)
 {
-    static const char *const later[] = {"coap+tcp://", "coaps+tcp://", "coap+ws://",
-                                        "coaps+ws://", NULL};
     struct config *c = x->c;
     unsigned n;
     char **uris = strings(x, s, &n);
 
     c->listen = calloc(n ? n : 1, sizeof *c->listen);
     for (unsigned i = 0; uris && c->listen && i < n; i++) {
-        unsigned k = 0;
+        struct config_listen *l = &c->listen[c->nlisten];
 
-        while (later[k] && strncmp(uris[i], later[k], strlen(later[k])) != 0)
-            k++;
-        if (later[k]) { /* RFC 7252 §6.2, RFC 8323 §8: schemes still to come */
-            bad(x, s, "listen: '%s': %s listeners are not built yet (coap://, coaps:// only)",
-                uris[i], later[k]);
-        } else if (config_parse_listen(uris[i], &c->listen[c->nlisten]) < 0) {
-            free(c->listen[c->nlisten].addr);
-            c->listen[c->nlisten].addr = NULL; /* the next entry reuses the slot */
-            bad(x, s, "listen: '%s' is not coap://ADDR:PORT or coaps://ADDR:PORT (IPv6 in "
-                "brackets)", uris[i], NULL);
-        } else {
+        if (config_parse_listen(uris[i], l) == 0) {
             c->nlisten++;
+            continue;
         }
+        char why[200];
+
+        free(l->addr);
+        l->addr = NULL;     /* the next entry reuses the slot */
+        bad(x, s, "listen: '%s': %s", uris[i], config_listen_why(l, why, sizeof why));
     }
     for (unsigned i = 0; uris && i < n; i++)
         free(uris[i]);

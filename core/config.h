@@ -13,7 +13,7 @@
 struct config_listen {
     char *addr;                         /* "::", "127.0.0.1" */
     unsigned port;
-    int secure;                         /* coaps:// (DTLS) */
+    const struct scheme *scheme;        /* coap, coaps (transport.h) */
 };
 
 struct config_unit {
@@ -51,9 +51,13 @@ struct config *config_parse(const char *file, const char *text);
  * in *out, or -1 with "lua.KEY=VALUE: what it must be" in err. */
 int config_lua_limit(const char *key, const char *value, unsigned long long *out, char *err,
                      size_t errlen);
-/* Parse "coap://ADDR:PORT" or "coaps://ADDR:PORT" (port optional: 5683, 5684) into l
- * (l->addr malloc'd). 0, or -1. */
+/* Parse "SCHEME://ADDR:PORT" (IPv6 in brackets, port optional: the scheme's default) into
+ * l (l->addr malloc'd). 0, or -1 (not such a URI, or a scheme not built yet: l->scheme says
+ * which, its open NULL). */
 int config_parse_listen(const char *uri, struct config_listen *l);
+/* Why config_parse_listen refused (l as it left it), into buf: a scheme not built yet, or
+ * not a listener URI. */
+const char *config_listen_why(const struct config_listen *l, char *buf, size_t len);
 void config_free(struct config *c);
 /* Free a list of access rules. */
 void config_rules_free(struct access_rule *r, unsigned n);

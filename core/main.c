@@ -81,9 +81,10 @@ static struct {
     ev_signal sighup;
 } run = {.cli_level = CONFIG_UNSET};
 
-/* When a file lists no listener: [::]:5683, dual stack (RFC 7252 §6.1's default port). */
+/* When a file lists no listener: coap://[::]:5683, dual stack (RFC 7252 §6.1's default
+ * port; the scheme is set in main). */
 static char any_addr[] = "::";
-static struct config_listen default_listen = {any_addr, 5683, 0};
+static struct config_listen default_listen = {any_addr, 5683, NULL};
 
 static int
 apply_opts(struct server_config *cfg)
@@ -165,7 +166,7 @@ listen_on(const struct config_listen *l, const struct config *cf, int announce)
 {
     char err[512];
 
-    if (server_listen(run.srv, l->addr, l->port, l->secure, err, sizeof err) < 0) {
+    if (server_listen(run.srv, l->scheme, l->addr, l->port, err, sizeof err) < 0) {
         log_error("%s", err);
         return -1;
     }
@@ -225,7 +226,7 @@ static int
 opened_as(const struct endpoint *ep, const struct config_listen *l)
 {
     return strcmp(ep->bind_addr, l->addr) == 0 && ep->bind_port == l->port &&
-           (ep->tp->secure != 0) == (l->secure != 0);
+           strcmp(ep->tp->scheme, l->scheme->name) == 0;
 }
 
 /* SIGHUP: the listeners open are made those the new file lists (so one that failed to
@@ -384,6 +385,7 @@ main(int argc, char **argv)
     int opt, status = 1, check_only = 0;
 
     run.srv = &srv;
+    default_listen.scheme = scheme_of("coap://");
     run.opts = calloc((size_t)argc, sizeof *run.opts);
     server_config_defaults(&srv.cfg);
     run.uris = calloc((size_t)argc, sizeof *run.uris);
@@ -412,8 +414,8 @@ main(int argc, char **argv)
         case 'l':
             if (config_parse_listen(optarg, &run.uris[run.nuris]) < 0) {
                 free(run.uris[run.nuris].addr);
-                log_error("-l %s: not coap://ADDR:PORT or coaps://ADDR:PORT (IPv6 in brackets)",
-                          optarg);
+                log_error("-l %s: %s", optarg,
+                          config_listen_why(&run.uris[run.nuris], err, sizeof err));
                 goto out;
             }
             run.nuris++;
@@ -495,7 +497,7 @@ main(int argc, char **argv)
         }
 #endif
         for (unsigned i = 0; i < run.cf->nlisten; i++)
-            if (run.cf->listen[i].secure && !dtls_creds_usable(srv.creds)) {
+            if (run.cf->listen[i].scheme->secure && !dtls_creds_usable(srv.creds)) {
                 log_error("%s: a coaps:// listener needs DTLS credentials (a dtls group with "
                           "psk, psk_file, certificate or rpk)", run.file);
                 goto out;

@@ -302,12 +302,52 @@ server_init(struct server *srv, struct ev_loop *loop)
     return 0;
 }
 
-int
-server_listen(struct server *srv, const char *addr, unsigned port, int secure, char *err,
-              size_t errlen)
+static struct endpoint *
+coaps_open(struct server *srv, const char *addr, unsigned port, char *err, size_t errlen)
 {
-    struct endpoint *ep = secure ? dtls_open(srv, addr, port, srv->creds, err, errlen)
-                                 : udp_open(srv, addr, port, err, errlen);
+    return dtls_open(srv, addr, port, srv->creds, err, errlen);
+}
+
+/* Every listener scheme ("coap" is no prefix of "coaps://": the "://" is compared too) */
+static const struct scheme schemes[] = {
+    {"coap", 5683, 0, udp_open},        /* RFC 7252 §6.1 */
+    {"coaps", 5684, 1, coaps_open},     /* RFC 7252 §6.2: DTLS */
+    {"coap+tcp", 5683, 0, NULL},        /* RFC 8323 §8.1 */
+    {"coaps+tcp", 5684, 1, NULL},       /* RFC 8323 §8.2: TLS */
+    {"coap+ws", 80, 0, NULL},           /* RFC 8323 §8.3 */
+    {"coaps+ws", 443, 1, NULL},         /* RFC 8323 §8.4 */
+};
+
+const struct scheme *
+scheme_of(const char *uri)
+{
+    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
+        size_t n = strlen(schemes[i].name);
+
+        if (strncmp(uri, schemes[i].name, n) == 0 && strncmp(uri + n, "://", 3) == 0)
+            return &schemes[i];
+    }
+    return NULL;
+}
+
+const char *
+scheme_names(void)
+{
+    static char names[128];
+
+    if (names[0] == '\0')
+        for (size_t i = 0, n = 0; i < sizeof schemes / sizeof schemes[0]; i++)
+            if (schemes[i].open)
+                n += (size_t)snprintf(names + n, sizeof names - n, "%s%s://", n ? ", " : "",
+                                      schemes[i].name);
+    return names;
+}
+
+int
+server_listen(struct server *srv, const struct scheme *sc, const char *addr, unsigned port,
+              char *err, size_t errlen)
+{
+    struct endpoint *ep = sc->open(srv, addr, port, err, errlen);
 
     if (ep == NULL)
         return -1;

@@ -140,9 +140,9 @@ int server_config_set(struct server_config *c, const char *key, const char *valu
                       size_t errlen);
 
 int server_init(struct server *srv, struct ev_loop *loop);
-/* Open a listener: coap:// (UDP), or coaps:// (secure: DTLS with srv->creds). */
-int server_listen(struct server *srv, const char *addr, unsigned port, int secure, char *err,
-                  size_t errlen);
+/* Open a listener of scheme sc (one that can open: sc->open set); coaps:// uses srv->creds. */
+int server_listen(struct server *srv, const struct scheme *sc, const char *addr, unsigned port,
+                  char *err, size_t errlen);
 /* Close listener ep (a configuration reload removed it). Its peers are told once, best
  * effort, before the socket goes: deferred answers and observations end with 5.03; their
  * sessions, transfers and queued CONs are freed. */

@@ -61,6 +61,21 @@ struct endpoint {
     void *sec;              /* the security layer's state (dtls.c), or NULL */
 };
 
+/* A listener's URI scheme (RFC 7252 §6.1-6.2, RFC 8323 §8.1-8.2): its default port and how
+ * an endpoint of it opens (NULL: not built yet). The one table of them is in server.c: a new
+ * transport is one entry there. */
+struct scheme {
+    const char *name;           /* "coap", "coaps", ... (the URI says "NAME://") */
+    unsigned port;
+    int secure;                 /* needs credentials (DTLS, TLS) */
+    struct endpoint *(*open)(struct server *srv, const char *addr, unsigned port, char *err,
+                             size_t errlen);
+};
+/* The scheme uri starts with ("coaps://..."), or NULL. */
+const struct scheme *scheme_of(const char *uri);
+/* "coap://, coaps://": the schemes that can be opened, for messages. */
+const char *scheme_names(void);
+
 /* Compare and hash peers (address family, address, port). */
 int peer_equal(const struct peer *a, const struct peer *b);
 uint32_t peer_hash(const struct peer *p, uint64_t key);

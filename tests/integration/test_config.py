@@ -165,6 +165,20 @@ def t_check_errors():
         eq(got, want, "error lines")
 
 
+@test("-l with a scheme not built yet, or no listener URI at all -> one error line saying "
+      "which, exit 1")
+def t_cli_listen_errors():
+    for uri, want in (("coap+tcp://[::1]:0", "coap+tcp:// listeners are not built yet "
+                                              "(coap://, coaps:// only)"),
+                      ("http://x", "not SCHEME://ADDR:PORT (coap://, coaps://; IPv6 in "
+                                   "brackets)"),
+                      ("coaps://[::1]:99999", "not SCHEME://ADDR:PORT")):
+        rc, out = run_moonlet(["-l", uri], plugins=[])
+        errs = errors_of(out)
+        check(rc == 1 and len(errs) == 1 and errs[0].startswith("-l %s: %s" % (uri, want)),
+              "-l %s: exit 1 and one error line, got %r %r" % (uri, rc, out))
+
+
 @test("two bad listen entries in a row (the first with an address, the second failing "
       "before one) -> two FILE:LINE errors, exit 1, no double free (found by config_fuzz)")
 def t_check_listen_twice():
