@@ -1,17 +1,17 @@
 /*
- * main.c -- the moonlet command line: a configuration file and/or options, listen, load
- * plugins and scripts, serve until SIGINT/SIGTERM; SIGHUP re-reads the configuration
- * file. Start-up errors are one line on stderr each and a non-zero exit.
+ * main.c -- the moonlet command line: parse the options, then run the steps of control.c
+ * in order (configuration, credentials, listeners, units, SIGHUP) and serve until
+ * SIGINT/SIGTERM. Start-up errors are one line on stderr each and a non-zero exit.
  */
 #include <errno.h>
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "control.h"
 #include "crash.h"
 #include "log.h"
 #include "plugin.h"
@@ -61,319 +61,7 @@ conf_add(struct conf_item **list, const char *arg)
     return c;
 }
 
-/* What the command line and the configuration file said; SIGHUP re-reads the file. */
-static struct {
-    struct server *srv;
-    struct config *cf;                  /* the running configuration file, or NULL */
-    const char *file;
-    char **opts;                        /* -o KEY=VALUE, applied over the file's settings */
-    unsigned nopts;
-    struct conf_item *sets;             /* -s NAME.KEY=VALUE */
-    int cli_level;                      /* -q/-v, over the file's log_level */
-    int cli_listen;                     /* -a/-p given: the file's listen list is not used */
-    char *groups[16];                   /* -g IFACE */
-    unsigned ngroups;
-    struct config_listen *uris;         /* -l URI */
-    unsigned nuris;
-    char **dopts;                       /* -d KEY=VALUE */
-    unsigned ndopts;
-    struct dtls_config dtls;            /* -d without a file */
-    ev_signal sighup;
-} run = {.cli_level = CONFIG_UNSET};
-
-/* When a file lists no listener: coap://[::]:5683, dual stack (RFC 7252 §6.1's default
- * port; the scheme is set in main). */
-static char any_addr[] = "::";
-static struct config_listen default_listen = {any_addr, 5683, NULL};
-
-static int
-apply_opts(struct server_config *cfg)
-{
-    char key[64], err[256];
-
-    for (unsigned i = 0; i < run.nopts; i++) {
-        const char *eq = strchr(run.opts[i], '=');
-
-        if (eq == NULL || (size_t)(eq - run.opts[i]) >= sizeof key) {
-            log_error("-o %s: expected KEY=VALUE", run.opts[i]);
-            return -1;
-        }
-        memcpy(key, run.opts[i], (size_t)(eq - run.opts[i]));
-        key[eq - run.opts[i]] = '\0';
-        if (server_config_set(cfg, key, eq + 1, err, sizeof err) < 0) {
-            log_error("-o %s", err);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* a + b + c as one new list (a unit's settings, the lua ones, the command line's), the
- * items copied as they are: no detour through "NAME.KEY=VALUE" text, which cut a value
- * at 1 KiB (a long lua.paths) */
-static struct conf_item *
-conf_join(const struct conf_item *a, const struct conf_item *b, const struct conf_item *c)
-{
-    const struct conf_item *lists[3] = {a, b, c};
-    struct conf_item *out = NULL, **tail = &out;
-
-    for (int i = 0; i < 3; i++)
-        if (conf_list_copy(lists[i], tail) == 0)
-            while (*tail)
-                tail = &(*tail)->next;
-    return out;
-}
-
-static int
-same_settings(const struct conf_item *a, const struct conf_item *b)
-{
-    for (; a && b; a = a->next, b = b->next)
-        if (strcmp(a->plugin, b->plugin) || strcmp(a->key, b->key) || strcmp(a->value, b->value))
-            return 0;
-    return a == b;
-}
-
-static const struct config_unit *
-unit_in(const struct config *cf, const char *path)
-{
-    for (unsigned i = 0; cf && i < cf->nunits; i++)
-        if (strcmp(cf->units[i].path, path) == 0)
-            return &cf->units[i];
-    return NULL;
-}
-
-static int
-join_groups(struct endpoint *ep, char **ifs, unsigned n)
-{
-    char err[512];
-
-    if (ep->tp->secure)         /* RFC 7252 §9.1: no DTLS over multicast */
-        return 0;
-    for (unsigned i = 0; i < n; i++) {
-        if (udp_join(ep, ifs[i], err, sizeof err) < 0) {
-            log_error("%s", err);
-            return -1;
-        }
-        log_info("%s: multicast groups joined on %s", ep->name, ifs[i]);
-    }
-    return 0;
-}
-
-/* Open a listener and join it to the multicast groups of -g and of the file. At start-up
- * the ready lines come once everything is loaded; at a reload, at once. */
-static int
-listen_on(const struct config_listen *l, const struct config *cf, int announce)
-{
-    char err[512];
-
-    if (server_listen(run.srv, l->scheme, l->addr, l->port, err, sizeof err) < 0) {
-        log_error("%s", err);
-        return -1;
-    }
-    if (join_groups(run.srv->endpoints, run.groups, run.ngroups) < 0 ||
-        (cf && join_groups(run.srv->endpoints, cf->multicast, cf->nmulticast) < 0))
-        return -1;
-    if (announce)
-        log_notice("ready %s", run.srv->endpoints->name);
-    return 0;
-}
-
-static const struct config_listen *
-listens(const struct config *cf, unsigned *n)
-{
-    *n = cf && cf->nlisten ? cf->nlisten : 1;
-    return cf && cf->nlisten ? cf->listen : &default_listen;
-}
-
-static int
-name_in(const char *name, char *const *list, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++)
-        if (strcmp(list[i], name) == 0)
-            return 1;
-    return 0;
-}
-
-/* SIGHUP: interfaces the file's `multicast` no longer lists are left, new ones joined, on
- * the listeners open now (those -g names stay joined whatever the file says). */
-static void
-regroup(const struct config *oc, const struct config *nc)
-{
-    unsigned on = oc ? oc->nmulticast : 0;
-
-    for (unsigned i = 0; i < on; i++) {
-        const char *name = oc->multicast[i];
-
-        if (name_in(name, nc->multicast, nc->nmulticast) ||
-            name_in(name, run.groups, run.ngroups))
-            continue;
-        for (struct endpoint *ep = run.srv->endpoints; ep; ep = ep->next)
-            if (udp_leave(ep, name) > 0)
-                log_info("%s: multicast groups left on %s", ep->name, name);
-    }
-    for (unsigned i = 0; i < nc->nmulticast; i++) {
-        char *name = nc->multicast[i];
-
-        if ((on && name_in(name, oc->multicast, on)) || name_in(name, run.groups, run.ngroups))
-            continue;
-        for (struct endpoint *ep = run.srv->endpoints; ep; ep = ep->next)
-            join_groups(ep, &name, 1);      /* a failure is logged; the reload stands */
-    }
-}
-
-/* Was ep opened as l? (address and port as written, port 0 included) */
-static int
-opened_as(const struct endpoint *ep, const struct config_listen *l)
-{
-    return strcmp(ep->bind_addr, l->addr) == 0 && ep->bind_port == l->port &&
-           strcmp(ep->tp->scheme, l->scheme->name) == 0;
-}
-
-/* SIGHUP: the listeners open are made those the new file lists (so one that failed to
- * open last time is tried again). Those it drops close first, so that an address the
- * file moves to another listener is free; then the missing ones open. One that cannot
- * open is logged; the rest of the reload stands. */
-static void
-relisten(const struct config *nc, unsigned *opened, unsigned *closed)
-{
-    unsigned nn;
-    const struct config_listen *nl = listens(nc, &nn);
-    struct endpoint *ep, *next;
-
-    if (run.cli_listen)
-        return;
-    for (ep = run.srv->endpoints; ep; ep = next) {
-        unsigned i = 0;
-
-        next = ep->next;
-        while (i < nn && !opened_as(ep, &nl[i]))
-            i++;
-        if (i == nn) {
-            server_unlisten(run.srv, ep);
-            ++*closed;
-        }
-    }
-    for (unsigned i = 0; i < nn; i++) {
-        for (ep = run.srv->endpoints; ep && !opened_as(ep, &nl[i]); ep = ep->next)
-            ;
-        if (ep == NULL && listen_on(&nl[i], nc, 1) == 0)
-            ++*opened;
-    }
-}
-
-/* The DTLS credentials of cf's dtls group (or of -d alone, cf NULL) with -d applied over
- * it; NULL when none are configured (*failed 0) or they do not load (*failed 1, logged). */
-static struct dtls_creds *
-credentials(struct config *cf, int *failed)
-{
-    struct dtls_config *dc = cf ? &cf->dtls : &run.dtls;
-    struct dtls_creds *c;
-    char err[512];
-
-    *failed = 0;
-    for (unsigned i = 0; i < run.ndopts; i++) {
-        char *eq = strchr(run.dopts[i], '='), key[32];
-
-        if (eq == NULL || (size_t)(eq - run.dopts[i]) >= sizeof key) {
-            log_error("-d %s: expected KEY=VALUE", run.dopts[i]);
-            *failed = 1;
-            return NULL;
-        }
-        snprintf(key, sizeof key, "%.*s", (int)(eq - run.dopts[i]), run.dopts[i]);
-        if (dtls_config_set(dc, key, eq + 1, err, sizeof err) < 0) {
-            log_error("-d %s", err);
-            *failed = 1;
-            return NULL;
-        }
-    }
-    if (!dc->npsk && !dc->psk_file && !dc->certificate && !dc->key && !dc->rpk &&
-        !dc->rpk_key && !dc->ca && !dc->crl && !dc->nrpk_clients && !dc->priority &&
-        !dc->psk_hint)
-        return NULL;
-    if ((c = dtls_creds_new(dc, err, sizeof err)) == NULL) {
-        log_error("%s", err);   /* names the file at fault */
-        *failed = 1;
-    }
-    return c;
-}
-
-/* SIGHUP: the new file, checked whole, replaces the running one; a bad one changes
- * nothing. Units are compared by path: new ones load, gone ones unload, ones whose
- * settings changed reload, the rest are left alone. */
-static void
-sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
-{
-    struct config *nc = config_load(run.file), *oc = run.cf;
-    struct server *srv = run.srv;
-    struct server_config cfg;
-    unsigned added = 0, removed = 0, reloaded = 0, same = 0, failed = 0, opened = 0, closed = 0;
-    char err[512];
-
-    (void)loop, (void)w, (void)revents;
-    if (nc == NULL) {
-        log_error("%s: reload rejected; the running configuration stays", run.file);
-        return;
-    }
-    cfg = nc->cfg;
-    if (apply_opts(&cfg) < 0) {
-        config_free(nc);
-        return;
-    }
-    {
-        int bad;
-        struct dtls_creds *creds = credentials(nc, &bad);
-
-        if (bad) {      /* the old credentials stay, and everything else too */
-            log_error("%s: reload rejected; the running configuration stays", run.file);
-            config_free(nc);
-            return;
-        }
-        /* new handshakes use the new credentials; established sessions keep theirs */
-        dtls_creds_release(srv->creds);
-        srv->creds = creds;
-        for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next)
-            if (ep->tp->secure && creds)
-                dtls_set_creds(ep, creds);
-    }
-    srv->rules = nc->rules;     /* borrowed from the configuration, which stays */
-    srv->nrules = nc->nrules;
-    srv->cfg = cfg;
-    log_set_level(run.cli_level != CONFIG_UNSET ? run.cli_level
-                  : nc->log_level != CONFIG_UNSET ? nc->log_level : MOONLET_LOG_INFO);
-    for (unsigned i = 0; oc && i < oc->nunits; i++)
-        if (unit_in(nc, oc->units[i].path) == NULL) {
-            server_unload(srv, oc->units[i].path);
-            removed++;
-        }
-    for (unsigned i = 0; i < nc->nunits; i++) {
-        const struct config_unit *u = &nc->units[i], *o = unit_in(oc, u->path);
-        struct conf_item *conf;
-
-        if (o && same_settings(o->settings, u->settings) &&
-            /* the lua group concerns scripts only: a plugin stays when it changes */
-            (server_is_plugin(srv, u->path) || same_settings(oc->lua, nc->lua))) {
-            same++;
-            continue;
-        }
-        conf = conf_join(u->settings, nc->lua, run.sets);
-        if ((o ? server_reload : server_load)(srv, u->path, conf, err, sizeof err) < 0) {
-            log_error("%s", err);
-            failed++;
-        } else if (o) {
-            reloaded++;
-        } else {
-            added++;
-        }
-        conf_list_free(conf);
-    }
-    regroup(oc, nc);            /* before relisten: new listeners join by themselves */
-    relisten(nc, &opened, &closed);
-    log_info("reloaded %s: %u added, %u removed, %u reloaded, %u unchanged; listeners: %u "
-             "opened, %u closed%s", run.file, added, removed, reloaded, same, opened, closed,
-             failed ? " (some failed: see above)" : "");
-    config_free(oc);
-    run.cf = nc;
-}
+static struct control run = {.cli_level = CONFIG_UNSET};
 
 int
 main(int argc, char **argv)
@@ -385,7 +73,6 @@ main(int argc, char **argv)
     int opt, status = 1, check_only = 0;
 
     run.srv = &srv;
-    default_listen.scheme = scheme_of("coap://");
     run.opts = calloc((size_t)argc, sizeof *run.opts);
     server_config_defaults(&srv.cfg);
     run.uris = calloc((size_t)argc, sizeof *run.uris);
@@ -467,7 +154,7 @@ main(int argc, char **argv)
         goto out;                       /* each problem logged as FILE:LINE */
     if (run.cf)
         srv.cfg = run.cf->cfg;
-    if (apply_opts(&srv.cfg) < 0)
+    if (control_opts(&run, &srv.cfg) < 0)
         goto out;
     if (run.cli_level != CONFIG_UNSET)
         log_set_level(run.cli_level);
@@ -476,7 +163,7 @@ main(int argc, char **argv)
     {
         int failed;
 
-        srv.creds = credentials(run.cf, &failed);
+        srv.creds = control_credentials(&run, run.cf, &failed);
         if (failed)
             goto out;
     }
@@ -487,7 +174,7 @@ main(int argc, char **argv)
     if (check_only) {
 #ifdef MOONLET_LUA
         char why[300];
-        struct conf_item *lua = conf_join(NULL, run.cf->lua, run.sets);
+        struct conf_item *lua = control_conf(&run, NULL, run.cf->lua);
         int bad = lua_loader.check(lua, why, sizeof why);
 
         conf_list_free(lua);
@@ -525,27 +212,27 @@ main(int argc, char **argv)
     /* listeners: -a/-p and -l if given, else the file's, else [::]:5683 */
     run.cli_listen = addr || port >= 0 || run.nuris;
     if (run.cli_listen) {
-        struct config_listen l = default_listen;
+        struct config_listen l = *control_default();
 
         if (addr)
             l.addr = (char *)addr;      /* from argv: not ours, only read */
         if (port >= 0)
             l.port = (unsigned)port;
-        if ((addr || port >= 0 || run.nuris == 0) && listen_on(&l, run.cf, 0) < 0)
+        if ((addr || port >= 0 || run.nuris == 0) && control_listen(&run, &l, run.cf, 0) < 0)
             goto fini;
         for (unsigned i = 0; i < run.nuris; i++)
-            if (listen_on(&run.uris[i], run.cf, 0) < 0)
+            if (control_listen(&run, &run.uris[i], run.cf, 0) < 0)
                 goto fini;
     } else {
         unsigned n;
-        const struct config_listen *l = listens(run.cf, &n);
+        const struct config_listen *l = control_listens(run.cf, &n);
 
         for (unsigned i = 0; i < n; i++)
-            if (listen_on(&l[i], run.cf, 0) < 0)
+            if (control_listen(&run, &l[i], run.cf, 0) < 0)
                 goto fini;
     }
     for (unsigned i = 0; run.cf && i < run.cf->nunits; i++) {
-        struct conf_item *conf = conf_join(run.cf->units[i].settings, run.cf->lua, run.sets);
+        struct conf_item *conf = control_conf(&run, run.cf->units[i].settings, run.cf->lua);
         int rc = server_load(&srv, run.cf->units[i].path, conf, err, sizeof err);
 
         conf_list_free(conf);
@@ -555,7 +242,7 @@ main(int argc, char **argv)
         }
     }
     for (int i = optind; i < argc; i++) {
-        struct conf_item *conf = conf_join(NULL, run.cf ? run.cf->lua : NULL, run.sets);
+        struct conf_item *conf = control_conf(&run, NULL, run.cf ? run.cf->lua : NULL);
         int rc = server_load(&srv, argv[i], conf, err, sizeof err);
 
         conf_list_free(conf);
@@ -565,11 +252,8 @@ main(int argc, char **argv)
             goto fini;
         }
     }
-    if (run.file) {
-        ev_signal_init(&run.sighup, sighup_cb, SIGHUP);
-        ev_signal_start(srv.loop, &run.sighup);
-        ev_unref(srv.loop);
-    }
+    if (run.file)
+        control_watch(&run);
     for (struct endpoint *ep = srv.endpoints; ep; ep = ep->next)
         log_notice("ready %s", ep->name);
     server_run(&srv);
@@ -578,22 +262,12 @@ main(int argc, char **argv)
               srv.stats.truncated, srv.stats.evicted);
     status = 0;
 fini:
-    if (ev_is_active(&run.sighup)) {
-        ev_ref(srv.loop);
-        ev_signal_stop(srv.loop, &run.sighup);
-    }
+    control_unwatch(&run);
     server_fini(&srv);
     ev_loop_destroy(srv.loop);
 out:
     dtls_creds_release(srv.creds);
     srv.creds = NULL;
-    conf_list_free(run.sets);
-    config_free(run.cf);
-    dtls_config_free(&run.dtls);
-    for (unsigned i = 0; i < run.nuris; i++)
-        free(run.uris[i].addr);
-    free(run.uris);
-    free(run.dopts);
-    free(run.opts);
+    control_fini(&run);
     return status;
 }
