@@ -546,25 +546,17 @@ def t_stateless():
         rss = d.srv.rss_kb()
         sizes = []
         socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(100)]
-        for i in range(2000):
-            hello = client_hello()
-            c = socks[i % 100]
-            c.sendto(hello, ("127.0.0.1", port))
-            if i < 100:
-                c.settimeout(1)
+        for batch in range(20):     # 100 in flight at a time: no socket buffer overflows
+            hellos = [client_hello() for _ in socks]
+            for c, hello in zip(socks, hellos):
+                c.sendto(hello, ("127.0.0.1", port))
+            for c, hello in zip(socks, hellos):
+                c.settimeout(5)
                 sizes.append((len(c.recv(2048)), len(hello)))
-            if i % 100 == 99:       # keep the socket buffers from overflowing
-                for c2 in socks:
-                    c2.setblocking(False)
-                    try:
-                        while c2.recv(2048):
-                            pass
-                    except BlockingIOError:
-                        pass
         st = d.stats()
         grew = d.srv.rss_kb() - rss
         eq((st["dtls_handshaking"], st["dtls_sessions"], st["sessions"]), (0, 0, 0), "state")
-        check(st["dtls_hvr"] >= 1900 and st["dtls_stray"] >= 4, "counters %r" % st)
+        check(st["dtls_hvr"] == 2000 and st["dtls_stray"] >= 4, "counters %r" % st)
         check(all(a < b for a, b in sizes), "HelloVerifyRequest smaller than the hello: %r" %
               sizes[:3])
         check(grew < 512, "RSS grew by %d KiB" % grew)
@@ -606,7 +598,7 @@ def t_retransmission():
         t2 = time.monotonic()
         eq((again is not None and len(again) == len(flight), third is not None), (True, True),
            "the flight twice more")
-        check(0.7 < t1 - t0 < 1.6 and 1.5 < t2 - t1 < 2.9,
+        check(0.6 < t1 - t0 < 1.8 and 1.4 < t2 - t1 < 3.2 and t2 - t1 > 1.3 * (t1 - t0),
               "after %.2f s, then %.2f s (1 s, then 2 s)" % (t1 - t0, t2 - t1))
 
 
