@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "answer.h"
 #include "exchange.h"
 #include "msg.h"
 #include "option.h"
@@ -204,7 +205,7 @@ moonlet_req_identity(const moonlet_req *req)
 moonlet_pending *
 moonlet_defer(moonlet_req *req, unsigned deadline_ms)
 {
-    return req ? exchange_defer(req, deadline_ms) : NULL;
+    return req ? answer_defer(req, deadline_ms) : NULL;
 }
 
 moonlet_resp *
@@ -216,12 +217,12 @@ moonlet_pending_resp(moonlet_pending *pd)
 int
 moonlet_pending_send(moonlet_pending *pd)
 {
-    return pd ? exchange_pending_send(pd) : MOONLET_EINVAL;
+    return pd ? answer_send(pd) : MOONLET_EINVAL;
 }
 
 void
 moonlet_pending_drop(moonlet_pending *pd)
 {
     if (pd)
-        exchange_pending_drop(pd);
+        answer_drop(pd);
 }

@@ -26,6 +26,7 @@
 
 #include "dtls.h"
 #include "exchange.h"
+#include "layer.h"
 #include "log.h"
 #include "server.h"
 #include "session.h"
@@ -1553,7 +1554,7 @@ dtls_close(struct endpoint *ep)
 
 static const struct transport dtls_transport = {
     .scheme = "coaps",
-    .reliable = 0,
+    .ml = &udp_layer,
     .secure = 1,
     .input = dtls_input,
     .send = dtls_send,

@@ -10,9 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "answer.h"
 #include "block.h"
-#include "dispatch.h"
 #include "exchange.h"
+#include "layer.h"
 #include "log.h"
 #include "observe.h"
 #include "plugin.h"
@@ -676,29 +677,17 @@ ack_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     pending_ack(pd);
 }
 
-/* Send pd->resp as the answer to its request. */
+/* The message layer's part of a deferred answer (answer.c has run the generic hooks):
+ * piggybacked if the empty ACK has not gone out yet, else a CON or NON of its own
+ * (§5.2.2); a multicast request's as §8.2 says. */
 static void
-pending_answer(moonlet_pending *pd)
+udp_answer(struct server *srv, moonlet_pending *pd)
 {
-    struct server *srv = pd->srv;
     struct session *s = pd->sess;
     struct dedup *d = pending_dedup(pd);
     long n;
 
     ev_timer_stop(srv->loop, &pd->ack_timer);
-    ev_timer_stop(srv->loop, &pd->deadline);
-    if (pd->group || pd->notify_only) {     /* a notification's build, not a peer's answer */
-        observe_deliver(srv, pd->group, &pd->resp);
-        pd->group = NULL;
-        return;
-    }
-    block_response(srv, s, &pd->blk, &pd->resp);
-    if (pd->obs) {
-        observe_answer(srv, pd->obs, &pd->resp);
-        pd->obs = NULL;
-    }
-    if (pd->res)
-        dispatch_changed(srv, pd->res, pd->blk.method, pd->resp.code);
     if (pd->multicast) {
         struct msg m = {.type = MT_NON, .mid = pd->mid, .token = pd->token, .tkl = pd->tkl};
 
@@ -721,185 +710,24 @@ pending_answer(moonlet_pending *pd)
         send_or_hold(srv, s, srv->txbuf, (size_t)n, pd->con);
 }
 
+/* A deferred answer is open: a CON request gets its empty ACK after separate_after
+ * (§5.2.2), at once when that is 0. */
 static void
-deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+udp_deferred(struct server *srv, moonlet_pending *pd)
 {
-    moonlet_pending *pd = (moonlet_pending *)((char *)w - offsetof(moonlet_pending, deadline));
-
-    (void)loop, (void)revents;
-    log_warn("deferred response not sent within its deadline; answered 5.03");
-    resp_reset(&pd->resp);
-    resp_simple(&pd->resp, MSG_CODE(5, 3), "handler timed out");
-    pending_answer(pd);
-    pd->gone = 1;
-}
-
-static void
-pending_free(moonlet_pending *pd)
-{
-    struct server *srv = pd->srv;
-
-    ev_timer_stop(srv->loop, &pd->ack_timer);
-    ev_timer_stop(srv->loop, &pd->deadline);
-    if (pd->unv)
-        srv->sessions.unv_pendings--;
-    if (pd->prev)
-        pd->prev->next = pd->next;
-    else
-        srv->pendings = pd->next;
-    if (pd->next)
-        pd->next->prev = pd->prev;
-    session_release(srv, pd->sess);
-    if (pd->obs)                /* never answered: the registration does not happen */
-        observe_answer(srv, pd->obs, NULL);
-    if (pd->group)
-        observe_deliver(srv, pd->group, NULL);
-    if (pd->req) {              /* sent or dropped inside the handler itself */
-        pd->req->pd = NULL;
-        pd->req->answered = 1;
-    }
-    if (pd->unit) {
-        tree_resource_release(pd->res);
-        pd->unit->refs--;
-    }
-    resp_free(&pd->resp);
-    free(pd);
-}
-
-/* End pd now with 5.03 (it may be retried later: Max-Age); its owner learns EGONE. No
- * diagnostic payload (§5.5.2: optional): the peer is likely unverified, the bytes few. */
-static void
-pending_shed(moonlet_pending *pd)
-{
-    if (pd->unv) {
-        pd->unv = 0;
-        pd->srv->sessions.unv_pendings--;
-    }
-    resp_reset(&pd->resp);
-    resp_simple(&pd->resp, MSG_CODE(5, 3), NULL);
-    moonlet_resp_option_uint(&pd->resp, MOONLET_OPT_MAX_AGE, 5);
-    pending_answer(pd);
-    pd->gone = 1;
-    pd->srv->stats.shed++;
-}
-
-/* Unverified peers hold at most unverified_pendings deferred answers: make room by ending
- * the oldest (a spoofed peer's never comes back; a real one is verified by its ping long
- * before, and its answer no longer counts here). 0 if none could go. */
-static int
-unverified_room(struct server *srv)
-{
-    moonlet_pending *pd = srv->pendings, *old = NULL;
-
-    if (srv->sessions.unv_pendings < srv->cfg.unverified_pendings)
-        return 1;
-    for (; pd; pd = pd->next)
-        if (pd->unv && !pd->gone)
-            old = pd;               /* the list is newest first: the last one is oldest */
-    if (old == NULL)
-        return 0;
-    pending_shed(old);
-    return 1;
-}
-
-moonlet_pending *
-exchange_defer(struct moonlet_req *req, unsigned deadline_ms)
-{
-    struct server *srv = req->srv;
-    moonlet_pending *pd;
-    double limit = deadline_ms / 1000.0;
-    int unv;
-
-    if (req->pd)
-        return req->pd;
-    unv = req->group == NULL && !req->sess->verified;
-    if ((unv && !unverified_room(srv)) || (pd = calloc(1, sizeof *pd)) == NULL)
-        return NULL;
-    if (unv) {
-        pd->unv = 1;
-        srv->sessions.unv_pendings++;
-        session_probe(srv, req->sess);  /* a real peer is verified while the handler works */
-    }
-    pd->srv = srv;
-    pd->sess = req->sess;
-    pd->con = req->m->type == MT_CON && req->group == NULL;
-    pd->group = req->group;
-    pd->notify_only = req->group != NULL;
-    pd->obs = req->obs;
-    if (req->obs)
-        req->obs->pd = pd;
-    pd->res = req->res;
-    pd->mid = req->m->mid;
-    pd->tkl = req->m->tkl;
-    memcpy(pd->token, req->m->token, req->m->tkl);
-    pd->no_response = req->no_response;
-    pd->multicast = (uint8_t)req->multicast;
-    resp_init(&pd->resp, srv->cfg.max_payload);
-    if (limit <= 0 || limit > srv->cfg.defer_deadline)
-        limit = srv->cfg.defer_deadline;
+    if (!pd->con)
+        return;
     ev_timer_init(&pd->ack_timer, ack_timer_cb, srv->cfg.separate_after, 0);
-    ev_timer_init(&pd->deadline, deadline_cb, limit, 0);
-    pd->req = req;
-    req->sess->refs++;
-    pd->next = srv->pendings;
-    if (srv->pendings)
-        srv->pendings->prev = pd;
-    srv->pendings = pd;
-    req->pd = pd;
-    return pd;
-}
-
-void
-exchange_pending_start(struct server *srv, moonlet_pending *pd)
-{
-    if (pd->con) {
-        if (srv->cfg.separate_after <= 0)
-            pending_ack(pd);
-        else
-            ev_timer_start(srv->loop, &pd->ack_timer);
-    }
-    ev_timer_start(srv->loop, &pd->deadline);
-}
-
-int
-exchange_pending_send(moonlet_pending *pd)
-{
-    int gone = pd->gone;
-
-    if (!gone)
-        pending_answer(pd);
-    pending_free(pd);
-    return gone ? MOONLET_EGONE : MOONLET_OK;
-}
-
-void
-exchange_pending_drop(moonlet_pending *pd)
-{
-    if (!pd->gone) {
-        resp_reset(&pd->resp);
-        resp_simple(&pd->resp, MSG_CODE(5, 3), "request dropped");
-        pending_answer(pd);
-    }
-    pending_free(pd);
+    if (srv->cfg.separate_after <= 0)
+        pending_ack(pd);
+    else
+        ev_timer_start(srv->loop, &pd->ack_timer);
 }
 
 void
 exchange_endpoint_gone(struct server *srv, struct endpoint *ep)
 {
-    moonlet_pending *pd;
-    struct later *l, *next;
-
-    /* the peer still waits: 5.03 now, while the socket is open. The pending itself stays
-     * until its owner sends or drops it (it learns MOONLET_EGONE), as after its deadline. */
-    for (pd = srv->pendings; pd; pd = pd->next) {
-        if (pd->gone || pd->group || pd->notify_only || pd->sess->ep != ep)
-            continue;
-        resp_reset(&pd->resp);
-        resp_simple(&pd->resp, MSG_CODE(5, 3), "listener closed");
-        pending_answer(pd);
-        pd->gone = 1;
-    }
-    for (l = srv->laters; l; l = next) {        /* multicast answers not yet sent */
+    for (struct later *l = srv->laters, *next; l; l = next) {  /* multicast answers unsent */
         next = l->next;
         if (l->sess->ep == ep) {
             session_release(srv, l->sess);
@@ -911,14 +739,7 @@ exchange_endpoint_gone(struct server *srv, struct endpoint *ep)
 void
 exchange_session_evict(struct server *srv, struct session *s)
 {
-    moonlet_pending *pd;
-    struct later *l, *next;
-
-    /* a peer pushed out of the table: what it waits for ends now (5.03, best effort) */
-    for (pd = srv->pendings; pd; pd = pd->next)
-        if (pd->sess == s && !pd->gone && !pd->group && !pd->notify_only)
-            pending_shed(pd);
-    for (l = srv->laters; l; l = next) {
+    for (struct later *l = srv->laters, *next; l; l = next) {
         next = l->next;
         if (l->sess == s) {
             session_release(srv, s);
@@ -937,11 +758,6 @@ exchange_session_verified(struct server *srv, struct session *s)
         if (om->unv) {
             om->unv = 0;
             t->unv_bytes -= om->len;
-        }
-    for (moonlet_pending *pd = srv->pendings; pd; pd = pd->next)
-        if (pd->unv && pd->sess == s) {
-            pd->unv = 0;
-            t->unv_pendings--;
         }
     for (struct later *l = srv->laters; l; l = l->next)
         if (l->unv && l->sess == s) {
@@ -970,28 +786,61 @@ exchange_audit_pendings(const struct server *srv)
 {
     size_t n = 0;
 
-    for (const moonlet_pending *pd = srv->pendings; pd; pd = pd->next)
-        n += pd->unv;
     for (const struct later *l = srv->laters; l; l = l->next)
         n += l->unv;
     return n;
 }
 
-void
-exchange_unit_gone(struct server *srv, struct unit *u)
-{
-    moonlet_pending *pd = srv->pendings, *next;
+/* ---- Observe notifications ------------------------------------------------------ */
 
-    /* its code is going away: nobody can send or drop these any more */
-    for (; pd; pd = next) {
-        next = pd->next;
-        if (u == NULL || pd->unit == u) {
-            log_warn("%s: deferred response still open at unload; answered 5.03",
-                     pd->unit ? pd->unit->name : "core");
-            exchange_pending_drop(pd);
-        }
+/* A notification to o (RFC 7641 §4.5): code and body under o's token, as a CON, which
+ * replaces the one o has queued or in flight (§4.5.2), or as a NON. */
+static void
+udp_notify(struct server *srv, struct observer *o, unsigned code, const uint8_t *body,
+           size_t n, int con, ev_tstamp now)
+{
+    struct session *s = o->sess;
+    uint8_t *b = srv->txbuf;
+    size_t len = 4 + o->tkl + n;
+    int idle;
+
+    b[0] = (uint8_t)(0x40 | (con ? MT_CON : MT_NON) << 4 | o->tkl);
+    b[1] = (uint8_t)code;
+    memcpy(b + 4, o->token, o->tkl);
+    memcpy(b + 4 + o->tkl, body, n);
+    if (!con) {
+        uint16_t mid = s->next_mid++;
+
+        b[2] = (uint8_t)(mid >> 8);
+        b[3] = (uint8_t)mid;
+        o->last_mid = mid;
+        o->non_sent = 1;
+        o->since_con++;
+        o->non_at = now;
+        session_send(srv, s, b, len);
+        return;
     }
+    o->since_con = 0;
+    o->con_at = now;
+    if (o->om) {
+        exchange_con_replace(o->om, b, len);
+        o->timing = OBS_TIMING_NONE;    /* its ACK may be the older message's (Karn) */
+        return;
+    }
+    idle = s->out_head == NULL;
+    o->om = exchange_con_send(srv, s, b, len, o);
+    /* it times a round trip only if it left now: not queued behind a CON or a ping */
+    o->timing = o->om && idle && s->out_head == o->om ? OBS_TIMING_CON : OBS_TIMING_NONE;
+    if (idle || s->cc_wait == 0)
+        s->cc_wait = now;       /* the peer owes an answer from now */
 }
+
+const struct msglayer udp_layer = {
+    .reliable = 0,
+    .deferred = udp_deferred,
+    .answer = udp_answer,
+    .notify = udp_notify,
+};
 
 /* ---- input ------------------------------------------------------------------------- */
 
@@ -1068,13 +917,8 @@ request(struct endpoint *ep, const struct peer *from, const struct msg *m, size_
     if (mc && !s->verified && srv->cfg.verify != VERIFY_OFF)
         block_cap(&req.blk, 3 * len, m->tkl);
     resp_reset(&srv->resp);
-    if (dispatch(srv, &req, &srv->resp) == MOONLET_DEFERRED) {
-        if (req.pd) {           /* NULL: already answered from inside the handler */
-            req.pd->req = NULL;
-            exchange_pending_start(srv, req.pd);
-        }
+    if (answer_dispatch(srv, &req, &srv->resp) == MOONLET_DEFERRED)
         return;
-    }
     if (mc)
         respond_multicast(srv, s, m, d, &srv->resp, req.no_response, req.res);
     else

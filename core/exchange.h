@@ -1,7 +1,8 @@
 /*
- * exchange.h -- the message layer of UDP (RFC 7252 §4, §5.2): types, ACK/RST, dedup,
- * retransmission of server-originated CONs with NSTART = 1, separate responses, and the
- * 3x rule's consequences (RFC 9175 §2.4): answers held behind a ping, 4.01 challenges.
+ * exchange.h -- the message layer of UDP and DTLS (RFC 7252 §4, §5.2): types, ACK/RST,
+ * dedup, retransmission of server-originated CONs with NSTART = 1, separate responses, and
+ * the 3x rule's consequences (RFC 9175 §2.4): answers held behind a ping, 4.01 challenges.
+ * It is udp_layer (layer.h) for the request path.
  */
 #ifndef EXCHANGE_H
 #define EXCHANGE_H
@@ -24,11 +25,6 @@ void exchange_oversize(struct endpoint *ep, const struct peer *from, const uint8
 /* One datagram a peer sent to a multicast group we joined (RFC 7252 §8); ep answers. */
 void exchange_multicast(struct endpoint *ep, const struct peer *from, const uint8_t *buf,
                         size_t len);
-/* Send a pending's response (piggybacked if the empty ACK has not gone out yet, else as a
- * CON or NON of its own) and free it. MOONLET_OK or MOONLET_EGONE. */
-int exchange_pending_send(moonlet_pending *pd);
-/* Free a pending without answering (if not answered yet, 5.03 goes out). */
-void exchange_pending_drop(moonlet_pending *pd);
 /* Free every outgoing message of a session (shutdown / forget). */
 void exchange_session_gone(struct server *srv, struct session *s);
 /* Queue a serialised CON to s (NSTART = 1: its MID is set when it leaves the queue) and
@@ -39,27 +35,17 @@ struct outmsg *exchange_con_send(struct server *srv, struct session *s, const ui
 int exchange_con_replace(struct outmsg *om, const uint8_t *buf, size_t len);
 /* The observer of om is gone; the message still goes. */
 void exchange_con_forget(struct outmsg *om);
-/* Arm a pending's timers once its handler has returned MOONLET_DEFERRED. */
-void exchange_pending_start(struct server *srv, moonlet_pending *pd);
 /* Shutdown: free what still waits to be sent. */
 void exchange_fini(struct server *srv);
-/* Create (or return) the pending of a request; NULL on ENOMEM. */
-moonlet_pending *exchange_defer(struct moonlet_req *req, unsigned deadline_ms);
-/* A listener closes: deferred answers owed to its peers go out now as 5.03 (the pendings
- * stay, gone, for their owners to free); its multicast answers still waiting are dropped. */
+/* A listener closes: its multicast answers still waiting are dropped. */
 void exchange_endpoint_gone(struct server *srv, struct endpoint *ep);
-/* A unit (plugin, script) is unloading: answer 5.03 to the pendings it left open and free
- * them (u NULL: every pending, at shutdown). */
-struct unit;
-void exchange_unit_gone(struct server *srv, struct unit *u);
-/* s is pushed out of the table: its deferred answers end with 5.03 (their owners learn
- * MOONLET_EGONE), its multicast answers are dropped. */
+/* s is pushed out of the table: its multicast answers are dropped. */
 void exchange_session_evict(struct server *srv, struct session *s);
 /* s was verified: what it holds leaves the unverified budgets. */
 void exchange_session_verified(struct server *srv, struct session *s);
 /* Consistency checks (tests, fuzzing): add what s holds against unverified_bytes to *bytes
- * (-1 if s is verified and still holds something); count what counts against
- * unverified_pendings. */
+ * (-1 if s is verified and still holds something); count the multicast answers that count
+ * against unverified_pendings. */
 int exchange_audit(const struct server *srv, const struct session *s, size_t *bytes);
 size_t exchange_audit_pendings(const struct server *srv);
 /* Prove s's address with a CoAP ping (RFC 7252 §4.3), unless a CON is in flight already:

@@ -186,6 +186,17 @@ msg_wr_init(struct msg_wr *w, uint8_t *buf, size_t cap, unsigned type, unsigned 
     w->len = 4u + tkl;
 }
 
+void
+msg_wr_body_init(struct msg_wr *w, uint8_t *buf, size_t cap)
+{
+    w->buf = buf;
+    w->cap = cap;
+    w->len = 0;
+    w->last = 0;
+    w->sealed = 0;
+    w->err = 0;
+}
+
 /* Write an extended nibble value; returns the nibble. */
 static unsigned
 nibble(unsigned v, uint8_t *ext, unsigned *n)

@@ -72,6 +72,9 @@ struct msg_wr {
 
 void msg_wr_init(struct msg_wr *w, uint8_t *buf, size_t cap, unsigned type, unsigned code,
                  uint16_t mid, const uint8_t *token, unsigned tkl);
+/* A body alone: options and payload, the header and token being the framing's (a
+ * notification's, serialised once for every observer; RFC 8323 §3.2). */
+void msg_wr_body_init(struct msg_wr *w, uint8_t *buf, size_t cap);
 void msg_wr_opt(struct msg_wr *w, unsigned num, const void *val, size_t len);
 void msg_wr_opt_uint(struct msg_wr *w, unsigned num, uint32_t v);
 void msg_wr_payload(struct msg_wr *w, const void *p, size_t len);

@@ -30,9 +30,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "answer.h"
 #include "block.h"
 #include "dispatch.h"
 #include "exchange.h"
+#include "layer.h"
 #include "log.h"
 #include "observe.h"
 #include "server.h"
@@ -474,46 +476,16 @@ resume(struct server *srv, struct session *s)
 
 /* ---- fan-out ------------------------------------------------------------------------- */
 
-/* Send template t (n bytes, serialised without token) to o under its token: as a CON, which
- * replaces the one o has queued or in flight (§4.5.2), or as a NON. */
+/* Send a notification to o through its session's message layer: code, then body (options
+ * and payload, serialised once for the whole group). */
 static void
-emit(struct server *srv, struct observer *o, const uint8_t *t, size_t n, int con,
-     ev_tstamp now)
+emit(struct server *srv, struct observer *o, unsigned code, const uint8_t *body, size_t n,
+     int con, ev_tstamp now)
 {
-    struct session *s = o->sess;
-    uint8_t *b = srv->txbuf;
-    size_t len = n + o->tkl;
-    int idle;
+    struct endpoint *ep = o->sess->ep;
 
-    b[0] = (uint8_t)(0x40 | (con ? MT_CON : MT_NON) << 4 | o->tkl);
-    b[1] = t[1];
-    memcpy(b + 4, o->token, o->tkl);
-    memcpy(b + 4 + o->tkl, t + 4, n - 4);
-    if (!con) {
-        uint16_t mid = s->next_mid++;
-
-        b[2] = (uint8_t)(mid >> 8);
-        b[3] = (uint8_t)mid;
-        o->last_mid = mid;
-        o->non_sent = 1;
-        o->since_con++;
-        o->non_at = now;
-        session_send(srv, s, b, len);
-        return;
-    }
-    o->since_con = 0;
-    o->con_at = now;
-    if (o->om) {
-        exchange_con_replace(o->om, b, len);
-        o->timing = OBS_TIMING_NONE;    /* its ACK may be the older message's (Karn) */
-        return;
-    }
-    idle = s->out_head == NULL;
-    o->om = exchange_con_send(srv, s, b, len, o);
-    /* it times a round trip only if it left now: not queued behind a CON or a ping */
-    o->timing = o->om && idle && s->out_head == o->om ? OBS_TIMING_CON : OBS_TIMING_NONE;
-    if (idle || s->cc_wait == 0)
-        s->cc_wait = now;       /* the peer owes an answer from now */
+    if (ep)
+        ep->tp->ml->notify(srv, o, code, body, n, con, now);
 }
 
 #define REFUSAL_MAX 64
@@ -532,14 +504,14 @@ refuse(struct server *srv, struct observer *o, int ct, uint8_t *buf, long *n, ev
                       ? snprintf(why, sizeof why, "Content-Format now absent")
                       : snprintf(why, sizeof why, "Content-Format now %d", ct);
 
-        msg_wr_init(&w, buf, REFUSAL_MAX, MT_CON, MOONLET_NOT_ACCEPTABLE, 0, NULL, 0);
+        msg_wr_body_init(&w, buf, REFUSAL_MAX);
         msg_wr_payload(&w, why, (size_t)len);
         *n = msg_wr_end(&w);
     }
     log_debug("%s: observer registered in Content-Format %d removed (now %d): 4.06",
               o->g->res->path, o->no_ct ? MOONLET_CT_NONE : (int)o->ct, ct);
     if (*n > 0)
-        emit(srv, o, buf, (size_t)*n, 1, now);
+        emit(srv, o, MOONLET_NOT_ACCEPTABLE, buf, (size_t)*n, 1, now);
     observer_free(srv, o);
 }
 
@@ -573,19 +545,20 @@ fanout(struct server *srv, struct obs_group *g, struct moonlet_resp *resp)
         g->seq = (g->seq + 1) & SEQ_MASK;
         moonlet_resp_option_uint(resp, MOONLET_OPT_OBSERVE, g->seq);
     }
-    /* the template leaves room for the longest token in txbuf */
-    n = resp_write(resp, t, sizeof srv->txbuf - MSG_TOKEN_MAX, MT_NON, 0, NULL, 0);
+    /* the body, once for every observer: each one's header and token are its message
+     * layer's (room is left for the longest in txbuf) */
+    n = resp_body(resp, t, sizeof srv->txbuf - 4 - MSG_TOKEN_MAX);
     if (n < 0) {
         log_warn("%s: notification does not fit one datagram; sent 5.00", g->res->path);
         resp_reset(resp);
         resp_simple(resp, MSG_CODE(5, 0), "notification too large");
         final = 1;
-        n = resp_write(resp, t, sizeof srv->txbuf - MSG_TOKEN_MAX, MT_NON, 0, NULL, 0);
+        n = resp_body(resp, t, sizeof srv->txbuf - 4 - MSG_TOKEN_MAX);
     }
     g->building = 1;            /* keep g while observers leave (refused ones) */
     for (struct observer *o = g->head, *next; o; o = next) {
         struct session *s = o->sess;
-        size_t len = (size_t)n + o->tkl;
+        size_t len = (size_t)n + 4 + o->tkl;     /* as a datagram: 3x rule, pacing */
         ev_tstamp at;
         int con;
 
@@ -601,12 +574,16 @@ fanout(struct server *srv, struct obs_group *g, struct moonlet_resp *resp)
             continue;
         }
         /* §4.5: a CON now and then, and whenever the 3x rule does not let a NON go (the CON
-         * waits behind a ping: RFC 9175 §2.4) */
-        con = final || o->om || o->check || g->res->notify_con ||
+         * waits behind a ping: RFC 9175 §2.4). Over a reliable transport there are no
+         * types, and TCP paces (RFC 8323 §7) */
+        if (s->ep->tp->ml->reliable)
+            con = 0;
+        else
+            con = final || o->om || o->check || g->res->notify_con ||
               (unsigned)o->since_con + 1 >= srv->cfg.observe_con_every ||
               now - o->con_at >= srv->cfg.observe_con_interval ||
               !session_credit(srv, s, len);
-        if (!con) {
+        if (!con && !s->ep->tp->ml->reliable) {
             int p = pace(srv, o, len, now, &at);
 
             if (p == PACE_WAIT) {       /* the latest state goes at its turn (pace_cb) */
@@ -621,7 +598,7 @@ fanout(struct server *srv, struct obs_group *g, struct moonlet_resp *resp)
         settle(g, o);
         if (rep)                /* its next blocks come from the same snapshot */
             block_attach(srv, s, &g->blk, rep);
-        emit(srv, o, t, (size_t)n, con, now);
+        emit(srv, o, resp->code, t, (size_t)n, con, now);
     }
     if (rep)
         block_rep_release(srv, rep);
@@ -669,7 +646,7 @@ build(struct server *srv, struct obs_group *g)
         if (req->pd) {          /* NULL: it answered already (observe_deliver ran) */
             g->pd = req->pd;
             req->pd->req = NULL;
-            exchange_pending_start(srv, req->pd);
+            answer_start(srv, req->pd);
         }
     } else {
         observe_deliver(srv, g, resp);
@@ -837,16 +814,13 @@ observe_session_end(struct server *srv, struct session *s, unsigned code)
              * would not let it */
             resp_reset(resp);
             resp_simple(resp, code, "listener closed");
-            n = resp_write(resp, srv->txbuf, sizeof srv->txbuf, MT_NON, s->next_mid,
-                           o->token, o->tkl);
-            if (n > 0 && !session_credit(srv, s, (size_t)n)) {
+            n = resp_body(resp, srv->obs.tmpl, sizeof srv->obs.tmpl);
+            if (n > 0 && !session_credit(srv, s, (size_t)n + 4 + o->tkl)) {
                 resp->plen = 0;
-                n = resp_write(resp, srv->txbuf, sizeof srv->txbuf, MT_NON, s->next_mid,
-                               o->token, o->tkl);
+                n = resp_body(resp, srv->obs.tmpl, sizeof srv->obs.tmpl);
             }
-            s->next_mid++;
-            if (n > 0)
-                session_send(srv, s, srv->txbuf, (size_t)n);
+            if (n >= 0)
+                emit(srv, o, code, srv->obs.tmpl, (size_t)n, 0, ev_now(srv->loop));
         }
         observer_free(srv, o);
     }

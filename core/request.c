@@ -68,10 +68,12 @@ struct moonlet_req *
 request_detach(const struct moonlet_req *req)
 {
     const struct msg *m = req->m;
-    const uint8_t *start = m->token - 4;
+    /* the token, options and payload: whatever header framed them (a datagram's, a
+     * stream's: RFC 8323 §3.2) is the message layer's and not copied */
+    const uint8_t *start = m->token;
     const uint8_t *end = m->payload ? m->payload + m->payload_len : m->opts + m->opts_len;
     size_t len = (size_t)(end - start);
-    /* a body reassembled from blocks lies outside the datagram: copy it too */
+    /* a body reassembled from blocks lies outside the message: copy it too */
     size_t body = req->payload && (req->payload < start || req->payload >= end)
                       ? req->payload_len : 0;
     struct detached *d = malloc(sizeof *d + len + body);
@@ -82,7 +84,10 @@ request_detach(const struct moonlet_req *req)
     if (body)
         memcpy(d->bytes + len, req->payload, body);
     memset(&d->req, 0, sizeof d->req);
-    if (msg_parse(&d->m, d->bytes, len) != MSG_OK) {   /* it parsed once: cannot happen */
+    d->m = *m;
+    d->m.token = d->bytes;
+    /* it parsed once: cannot fail */
+    if (msg_parse_body(&d->m, d->bytes + m->tkl, d->bytes + len) != MSG_OK) {
         free(d);
         return NULL;
     }
@@ -252,13 +257,12 @@ resp_simple(struct moonlet_resp *r, unsigned code, const char *diag)
         moonlet_resp_payload(r, diag, strlen(diag));
 }
 
-long
-resp_write(const struct moonlet_resp *r, uint8_t *buf, size_t cap, unsigned type, uint16_t mid,
-           const uint8_t *token, unsigned tkl)
+/* Options (sorted, RFC 7252 §3.1) and payload of r into w. */
+static long
+resp_body_wr(const struct moonlet_resp *r, struct msg_wr *w)
 {
     uint8_t order[RESP_MAX_OPTIONS + 1];
     unsigned n = 0, ctpos = RESP_MAX_OPTIONS;
-    struct msg_wr w;
 
     /* stable insertion sort of option indices by number; the Content-Format is index
      * RESP_MAX_OPTIONS so that it takes its place among the others */
@@ -278,14 +282,32 @@ resp_write(const struct moonlet_resp *r, uint8_t *buf, size_t cap, unsigned type
         order[j] = (uint8_t)idx;
         n++;
     }
-    msg_wr_init(&w, buf, cap, type, r->code, mid, token, tkl);
     for (unsigned i = 0; i < n; i++) {
         if (order[i] == ctpos)
-            msg_wr_opt_uint(&w, MOONLET_OPT_CONTENT_FORMAT, (uint32_t)r->ct);
+            msg_wr_opt_uint(w, MOONLET_OPT_CONTENT_FORMAT, (uint32_t)r->ct);
         else
-            msg_wr_opt(&w, r->opt[order[i]].num, r->obuf + r->opt[order[i]].off,
+            msg_wr_opt(w, r->opt[order[i]].num, r->obuf + r->opt[order[i]].off,
                        r->opt[order[i]].len);
     }
-    msg_wr_payload(&w, r->payload, r->plen);
-    return msg_wr_end(&w);
+    msg_wr_payload(w, r->payload, r->plen);
+    return msg_wr_end(w);
+}
+
+long
+resp_write(const struct moonlet_resp *r, uint8_t *buf, size_t cap, unsigned type, uint16_t mid,
+           const uint8_t *token, unsigned tkl)
+{
+    struct msg_wr w;
+
+    msg_wr_init(&w, buf, cap, type, r->code, mid, token, tkl);
+    return resp_body_wr(r, &w);
+}
+
+long
+resp_body(const struct moonlet_resp *r, uint8_t *buf, size_t cap)
+{
+    struct msg_wr w;
+
+    msg_wr_body_init(&w, buf, cap);
+    return resp_body_wr(r, &w);
 }

@@ -135,5 +135,8 @@ void resp_simple(struct moonlet_resp *r, unsigned code, const char *diag);
 /* Serialise into buf as (type, mid, token). Returns the length, or -1 if it does not fit. */
 long resp_write(const struct moonlet_resp *r, uint8_t *buf, size_t cap, unsigned type,
                 uint16_t mid, const uint8_t *token, unsigned tkl);
+/* Serialise only the options and payload (the framing adds header and token). Returns the
+ * length, or -1 if it does not fit. */
+long resp_body(const struct moonlet_resp *r, uint8_t *buf, size_t cap);
 
 #endif

@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "answer.h"
 #include "block.h"
 #include "dtls.h"
 #include "exchange.h"
@@ -381,7 +382,7 @@ void
 server_fini(struct server *srv)
 {
     observe_end(srv, NULL, MOONLET_SERVICE_UNAVAILABLE);   /* observers hear we stop */
-    exchange_unit_gone(srv, NULL);      /* open deferred answers: 5.03 */
+    answer_unit_gone(srv, NULL);      /* open deferred answers: 5.03 */
     reload_fini(srv);
     exchange_fini(srv);
     for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next)

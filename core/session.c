@@ -11,6 +11,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "answer.h"
 #include "block.h"
 #include "exchange.h"
 #include "log.h"
@@ -105,7 +106,8 @@ session_drop(struct server *srv, struct session *s)
     hash_unlink(t, s);
     list_unlink(t, s);
     t->count--;
-    exchange_session_evict(srv, s);     /* its deferred answers end (5.03), held ones go */
+    answer_session_evict(srv, s);       /* its deferred answers end (5.03) */
+    exchange_session_evict(srv, s);     /* its multicast answers go */
     session_empty(srv, s);
     if (s->refs) {
         s->dead = 1;
@@ -265,6 +267,7 @@ session_verify(struct server *srv, struct session *s)
     srv->stats.verified++;
     /* what it holds leaves the unverified budgets; what waited for this goes out */
     exchange_session_verified(srv, s);
+    answer_session_verified(srv, s);
     block_session_verified(srv, s);
     observe_session_verified(srv, s);
     list_unlink(t, s);
@@ -362,10 +365,10 @@ session_audit(const struct server *srv, char *why, size_t len)
         return -1;
     }
     if (bytes != t->unv_bytes || obs != t->unv_observers ||
-        exchange_audit_pendings(srv) != t->unv_pendings) {
+        (exchange_audit_pendings(srv) + answer_audit_pendings(srv)) != t->unv_pendings) {
         snprintf(why, len, "unverified budgets: bytes %zu counted %zu, observers %zu counted "
                  "%zu, pendings %zu counted %zu", bytes, t->unv_bytes, obs, t->unv_observers,
-                 exchange_audit_pendings(srv), t->unv_pendings);
+                 (exchange_audit_pendings(srv) + answer_audit_pendings(srv)), t->unv_pendings);
         return -1;
     }
     return 0;
@@ -376,6 +379,7 @@ session_endpoint_gone(struct server *srv, struct endpoint *ep)
 {
     struct session_table *t = &srv->sessions;
 
+    answer_endpoint_gone(srv, ep);
     exchange_endpoint_gone(srv, ep);
     for (int p = 0; p < 2; p++) {
         struct session *s, *next;

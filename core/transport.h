@@ -29,10 +29,11 @@ struct peer {
 };
 
 struct moonlet_identity;
+struct msglayer;
 
 struct transport {
     const char *scheme;     /* "coap", "coaps" */
-    int reliable;           /* 1: no CON/ACK/MID layer (RFC 8323) */
+    const struct msglayer *ml;  /* its family's message layer (layer.h) */
     int secure;             /* 1: peers are authenticated (DTLS): a session starts verified */
     /* One datagram's CoAP message(s) from a peer, for the message layer (exchange_input;
      * DTLS decrypts first). */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "exchange.h"
+#include "layer.h"
 #include "log.h"
 #include "server.h"
 #include "transport.h"
@@ -174,7 +175,7 @@ udp_close(struct endpoint *ep)
 
 static const struct transport udp_transport = {
     .scheme = "coap",
-    .reliable = 0,
+    .ml = &udp_layer,
     .input = exchange_input,
     .send = udp_send,
     .flush = udp_flush,

@@ -29,6 +29,7 @@
 
 #include "block.h"
 #include "exchange.h"
+#include "layer.h"
 #include "observe.h"
 #include "server.h"
 #include "session.h"
@@ -134,7 +135,8 @@ lo_close(struct endpoint *ep)
     free(ep);
 }
 
-static const struct transport lo_transport = {.scheme = "coap", .input = exchange_input,
+static const struct transport lo_transport = {.scheme = "coap", .ml = &udp_layer,
+                                              .input = exchange_input,
                                               .send = lo_send, .flush = lo_flush,
                                               .close = lo_close};
 
