@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from coaptest import (  # noqa: E402
@@ -94,9 +95,9 @@ def t_observer_removed():
         cc = subprocess.Popen(["coap-client-notls", "-s", "3", "-B", "3", url(s, path)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            for _ in range(50):         # coap-client's registration is in when there are two
-                if stats(s)["observers"] == 2:
-                    break
+            end = time.monotonic() + 5  # coap-client's registration is in when there are two
+            while stats(s)["observers"] != 2 and time.monotonic() < end:
+                time.sleep(0.02)
             eq(stats(s)["observers"], 2, "observers before the removal")
             eq(call(w, DELETE, path, 0x203).code, DELETED, "DELETE")
             n = c.recv(3.0)
