@@ -5,8 +5,6 @@ dtls-send for what a stock client cannot do (raw CoAP bytes, holding an associat
 restarting on the same port), and raw UDP for what comes before a handshake (cookies,
 floods, garbage). Certificates and raw public keys are made at test time with certtool."""
 
-import base64
-import hashlib
 import os
 import re
 import shutil
@@ -23,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import coaptest  # noqa: E402
 from coaptest import (CON, GET, Server, check, eq, main, request, run_moonlet,  # noqa: E402
                       stats, test)
+from tlskeys import certs, spki_sha256  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DTLS_SEND = os.path.join(ROOT, "build", "dtls-send")
@@ -30,74 +29,9 @@ PSK = [("sensor-1", "secret1"), ("gw", "gateway-key")]
 
 # ---- material -------------------------------------------------------------------------
 
-_certs = None
-
-
 def built(*path):
     """A file of the build the tests run (build/ or build/san/: the moonlet's directory)."""
     return os.path.join(os.path.dirname(coaptest.cfg.moonlet), *path)
-
-
-def certs():
-    """CA, server and client certificates (and the odd ones), raw public keys: made once."""
-    global _certs
-    if _certs:
-        return _certs
-    d = tempfile.mkdtemp(prefix="moonlet-dtls-")
-    import atexit
-    atexit.register(shutil.rmtree, d, True)
-
-    def tool(*args):
-        subprocess.run(["certtool"] + list(args), check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-
-    def key(name):
-        tool("--generate-privkey", "--key-type=ecdsa", "--curve=secp256r1",
-             "--outfile", os.path.join(d, name + ".key"))
-
-    def tmpl(name, lines):
-        with open(os.path.join(d, name + ".tmpl"), "w") as f:
-            f.write("\n".join(lines) + "\n")
-
-    def signed(name, ca, lines):
-        key(name)
-        tmpl(name, lines)
-        tool("--generate-certificate", "--load-privkey", p(name + ".key"),
-             "--load-ca-certificate", p(ca + ".pem"), "--load-ca-privkey", p(ca + ".key"),
-             "--template", p(name + ".tmpl"), "--outfile", p(name + ".pem"))
-
-    def p(name):
-        return os.path.join(d, name)
-
-    for ca in ("ca", "oca"):
-        key(ca)
-        tmpl(ca, ['cn = "%s test CA"' % ca, "ca", "cert_signing_key", "expiration_days = 30"])
-        tool("--generate-self-signed", "--load-privkey", p(ca + ".key"), "--template",
-             p(ca + ".tmpl"), "--outfile", p(ca + ".pem"))
-    signed("srv", "ca", ['cn = "localhost"', 'dns_name = "localhost"', 'ip_address = "::1"',
-                         "tls_www_server", "signing_key", "expiration_days = 30"])
-    client = ["tls_www_client", "signing_key"]
-    signed("cli", "ca", ['cn = "sensor-7"', 'organization = "moonlet"',
-                         'dns_name = "sensor-7.example"'] + client + ["expiration_days = 30"])
-    signed("other", "oca", ['cn = "intruder"'] + client + ["expiration_days = 30"])
-    signed("expired", "ca", ['cn = "old"'] + client + [
-        'activation_date = "2020-01-01 00:00:00"', 'expiration_date = "2020-02-01 00:00:00"'])
-    signed("future", "ca", ['cn = "early"'] + client + [
-        'activation_date = "2090-01-01 00:00:00"', 'expiration_date = "2091-01-01 00:00:00"'])
-    for k in ("rpksrv", "rpkcli", "rpkbad"):
-        key(k)
-        tool("--load-privkey", p(k + ".key"), "--pubkey-info", "--outfile", p(k + ".pub"))
-    with open(p("notpem.pem"), "w") as f:
-        f.write("this is not a certificate\n")
-    _certs = p
-    return p
-
-
-def spki_sha256(pub):
-    """sha256:HEX of the SubjectPublicKeyInfo in a PEM public key file."""
-    text = open(pub).read()
-    b64 = re.search(r"-----BEGIN PUBLIC KEY-----(.*?)-----END PUBLIC KEY-----", text, re.S)
-    return "sha256:" + hashlib.sha256(base64.b64decode(b64.group(1))).hexdigest()
 
 
 LUA = r'''
