@@ -23,7 +23,7 @@ access_identity(const struct session *s)
     const moonlet_identity *id = NULL;
 
     if (s && s->ep && s->ep->tp->identity)
-        id = s->ep->tp->identity(s->ep, &s->peer);
+        id = s->ep->tp->identity(s);
     return id ? id : &id_none;
 }
 

@@ -37,17 +37,35 @@ server_szx(const struct server *srv)
 }
 
 /* The SZX of the blocks of a response: ours, or smaller if the client asked for smaller
- * (§2.4), or if the 3x rule caps it. */
+ * (§2.4), or if the 3x rule caps it; BERT (RFC 8323 §6) to a peer that takes blocks of
+ * 2 KiB or more, unless it asked for a smaller SZX. */
 static unsigned
 reply_szx(const struct server *srv, const struct block_ctx *c)
 {
     unsigned szx = server_szx(srv);
 
+    if (c->bert && !c->capped && (c->has_b2 ? c->b2.szx == SZX_BERT : c->bert >= 2048))
+        return SZX_BERT;
     if (c->has_b2 && c->b2.szx < szx)
         szx = c->b2.szx;
     if (c->capped && c->cap_szx < szx)
         szx = c->cap_szx;
     return szx;
+}
+
+/* What NUM counts in, for a block size exponent: 1024 bytes for BERT (RFC 8323 §6). */
+static size_t
+block_unit(unsigned szx)
+{
+    return szx == SZX_BERT ? 1024 : 16u << szx;
+}
+
+/* The bytes of one block of a response at szx: a BERT block is as many units as the peer
+ * takes. */
+static size_t
+reply_size(const struct block_ctx *c, unsigned szx)
+{
+    return szx == SZX_BERT ? c->bert : 16u << szx;
 }
 
 static struct block_opt
@@ -199,7 +217,8 @@ serve_block(struct server *srv, const struct block_ctx *c, const struct moonlet_
             const uint8_t *etag, unsigned elen, struct moonlet_resp *resp)
 {
     unsigned szx = reply_szx(srv, c);
-    size_t size = 16u << szx, off = (size_t)(c->has_b2 ? c->b2.num : 0) * size;
+    size_t size = reply_size(c, szx), unit = block_unit(szx);
+    size_t off = (size_t)(c->has_b2 ? c->b2.num : 0) * unit;
     size_t total = full->plen, n;
     const uint8_t *src = full->payload;
 
@@ -226,7 +245,7 @@ serve_block(struct server *srv, const struct block_ctx *c, const struct moonlet_
     if (!has_option(resp, MOONLET_OPT_ETAG))
         moonlet_resp_option(resp, MOONLET_OPT_ETAG, etag, elen);
     moonlet_resp_option_uint(resp, MOONLET_OPT_BLOCK2,
-                             block_encode((uint32_t)(off / size), off + n < total, szx));
+                             block_encode((uint32_t)(off / unit), off + n < total, szx));
     /* §4: Size2 tells the size on the first block, and whenever asked with Size2 = 0 */
     if (off == 0 || c->want_size2)
         moonlet_resp_option_uint(resp, MOONLET_OPT_SIZE2, (uint32_t)total);
@@ -304,10 +323,12 @@ block_response(struct server *srv, struct session *s, const struct block_ctx *c,
      * (a power of two), so most answers need no block arithmetic at all */
     size_t one = c->capped ? 16u << reply_szx(srv, c) : srv->cfg.block_size;
 
-    if (MSG_CLASS(resp->code) == 2 && (c->has_b2 || resp->plen > one)) {
+    if (c->bert > one && !c->capped)
+        one = c->bert;          /* it fits the peer's Max-Message-Size: no blocks at all */
+    if (MSG_CLASS(resp->code) == 2 && (c->has_b2 || (resp->plen > one && !c->whole))) {
         unsigned szx = reply_szx(srv, c);
 
-        size = 16u << szx;
+        size = reply_size(c, szx);
         if (resp->plen <= size && (!c->has_b2 || c->b2.num == 0)) {
             if (c->has_b2)      /* §2.4: it fits: block 0 is the whole of it */
                 moonlet_resp_option_uint(resp, MOONLET_OPT_BLOCK2, block_encode(0, 0, szx));
@@ -337,15 +358,18 @@ block_notification(struct server *srv, const struct block_ctx *c, struct moonlet
 {
     struct rep *rep;
     uint8_t etag[8], elen;
+    struct block_ctx nc = *c;
 
+    /* one body for every observer of the group, whatever carries it: no BERT */
+    nc.bert = 0;
     if (MSG_CLASS(resp->code) != 2 || resp->plen <= (16u << server_szx(srv)))
         return NULL;
-    if ((rep = rep_get(srv, c, resp)) != NULL) {
-        serve_block(srv, c, &rep->resp, rep->etag, rep->etag_len, resp);
+    if ((rep = rep_get(srv, &nc, resp)) != NULL) {
+        serve_block(srv, &nc, &rep->resp, rep->etag, rep->etag_len, resp);
         return rep;
     }
     etag_of(resp, etag, &elen);     /* no room for a snapshot: block 0 all the same */
-    serve_block(srv, c, resp, etag, elen, resp);
+    serve_block(srv, &nc, resp, etag, elen, resp);
     return NULL;
 }
 
@@ -459,6 +483,14 @@ block1(struct server *srv, struct moonlet_req *req, struct resource *r, struct b
     size_t size = 16u << b.szx, len = req->payload_len, off = (size_t)b.num * size, need;
     unsigned our = b.szx < server_szx(srv) ? b.szx : server_szx(srv);
 
+    if (b.szx == SZX_BERT) {
+        /* RFC 8323 §6: NUM counts 1024-byte units; a block is any multiple of 1024 (the
+         * last one: any size) within our Max-Message-Size, which the stream layer holds */
+        size = len % 1024 == 0 && len ? len : 1024;
+        off = (size_t)b.num * 1024;
+        our = SZX_BERT;
+    }
+
     if (b.num == 0) {
         if (has_size1 && size1 > srv->cfg.max_body) {   /* early, before any data */
             if (x)
@@ -515,8 +547,9 @@ block1(struct server *srv, struct moonlet_req *req, struct resource *r, struct b
             return incomplete(resp, "block out of order");
         }
     }
-    /* §2.2: every block but the last is exactly the block size */
-    if ((b.more && len != size) || len > size) {
+    /* §2.2: every block but the last is exactly the block size (BERT: a multiple of
+     * 1024 bytes, RFC 8323 §6) */
+    if ((b.more && len != size) || (len > size && b.szx != SZX_BERT)) {
         xfer1_drop(srv, s, x);
         simple(resp, MOONLET_BAD_REQUEST, "block payload size does not match SZX");
         return BLOCK_ANSWERED;
@@ -644,9 +677,13 @@ block_request(struct server *srv, struct moonlet_req *req, struct resource *r,
             break;
         }
     }
-    /* §2.2: SZX 7 is BERT, for reliable transports only (RFC 8323 §6) */
-    if ((c->has_b2 && c->b2.szx == SZX_BERT) || (has_b1 && b1.szx == SZX_BERT)) {
-        simple(resp, MOONLET_BAD_REQUEST, "BERT (SZX 7) is not for UDP");
+    /* §2.2: SZX 7 is BERT, for reliable transports only, between peers that both said
+     * Block-Wise-Transfer in their CSM (RFC 8323 §6) */
+    if ((c->has_b2 && c->b2.szx == SZX_BERT && !c->bert) ||
+        (has_b1 && b1.szx == SZX_BERT && !c->bert_ok)) {
+        simple(resp, MOONLET_BAD_REQUEST,
+               c->bert_ok ? "BERT (SZX 7): no room for a 1024-byte block in Max-Message-Size"
+                          : "BERT (SZX 7) needs a reliable transport and Block-Wise-Transfer");
         return BLOCK_ANSWERED;
     }
     /* every request: a download that starts without Block2 continues from its snapshot */
@@ -708,7 +745,7 @@ block_drop_resource(struct server *srv, uint64_t res_id)
 {
     /* one pass over the sessions (a removal is rare next to requests: no index by
      * resource to keep up on the hot path) */
-    for (unsigned p = 0; p < 2; p++)
+    for (unsigned p = 0; p < 3; p++)
         for (struct session *s = srv->sessions.pool[p].mru; s; s = s->next) {
             for (struct xfer1 *x = s->x1, *next; x; x = next) {
                 next = x->next;

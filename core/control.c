@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "control.h"
+#include "layer.h"
 #include "log.h"
 #include "plugin.h"
 
@@ -80,12 +81,20 @@ unit_in(const struct config *cf, const char *path)
     return NULL;
 }
 
+/* Can ep join multicast groups? Plain UDP only. */
+static int
+udp_groups(const struct endpoint *ep)
+{
+    return !ep->tp->secure && !ep->tp->ml->reliable;
+}
+
 static int
 join_groups(struct endpoint *ep, char **ifs, unsigned n)
 {
     char err[512];
 
-    if (ep->tp->secure)         /* RFC 7252 §9.1: no DTLS over multicast */
+    /* RFC 7252 §9.1: no DTLS over multicast; RFC 8323 has no groups at all */
+    if (!udp_groups(ep))
         return 0;
     for (unsigned i = 0; i < n; i++) {
         if (udp_join(ep, ifs[i], err, sizeof err) < 0) {
@@ -147,7 +156,7 @@ regroup(struct control *c, const struct config *oc, const struct config *nc)
             name_in(name, c->groups, c->ngroups))
             continue;
         for (struct endpoint *ep = c->srv->endpoints; ep; ep = ep->next)
-            if (udp_leave(ep, name) > 0)
+            if (udp_groups(ep) && udp_leave(ep, name) > 0)
                 log_info("%s: multicast groups left on %s", ep->name, name);
     }
     for (unsigned i = 0; i < nc->nmulticast; i++) {

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <gnutls/crypto.h>
 #include <gnutls/dtls.h>
@@ -30,6 +31,7 @@
 #include "log.h"
 #include "server.h"
 #include "session.h"
+#include "stream.h"
 
 /* RFC 7252 §9.1.3: TLS_PSK_WITH_AES_128_CCM_8 and TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 are
  * mandatory; the GCM and ChaCha20 suites are what clients commonly offer. Our order wins,
@@ -52,7 +54,8 @@ enum { ST_HANDSHAKE, ST_OPEN };
 
 struct dtls_creds {
     unsigned refs;
-    gnutls_priority_t prio;
+    gnutls_priority_t prio;             /* DTLS 1.2 */
+    gnutls_priority_t tls_prio;         /* TLS 1.3 and 1.2 (coaps+tcp://) */
     gnutls_psk_server_credentials_t psk;
     gnutls_certificate_credentials_t cert;
     struct dtls_psk *keys;              /* sorted by identity: bsearch */
@@ -63,7 +66,16 @@ struct dtls_creds {
     int client_auth;
 };
 
+/* What the credential callbacks of a handshake see (the session's pointer): DTLS's and
+ * TLS's alike. */
+struct hs_ctx {
+    struct dtls_creds *creds;
+    char *why;                          /* why it was refused, for the log line */
+    size_t whylen;
+};
+
 struct dtls_conn {
+    struct hs_ctx hx;                   /* first: gnutls_session_get_ptr */
     struct dtls_conn *hnext;            /* the endpoint's table, by peer */
     struct dtls_conn *prev, *next;      /* open: activity list; handshake: the list of them */
     struct dtls_conn *pred, *succ;      /* a new handshake from an open association's
@@ -373,23 +385,22 @@ read_psk_file(struct dtls_creds *c, const char *file, char *err, size_t errlen)
 }
 
 /* A callback refuses the handshake of c: why, for the log line and the counters. */
-static void refuse(struct dtls_conn *c, const char *fmt, ...) MOONLET_PRINTF(2, 3);
+static void refuse(struct hs_ctx *c, const char *fmt, ...) MOONLET_PRINTF(2, 3);
 
 static void
-refuse(struct dtls_conn *c, const char *fmt, ...)
+refuse(struct hs_ctx *c, const char *fmt, ...)
 {
-    struct dtls_state *st = c->d->ep->srv->dtls;
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(st->why, sizeof st->why, fmt, ap);
+    vsnprintf(c->why, c->whylen, fmt, ap);
     va_end(ap);
 }
 
 static int
 psk_lookup(gnutls_session_t s, const char *username, gnutls_datum_t *key)
 {
-    struct dtls_conn *c = gnutls_session_get_ptr(s);
+    struct hs_ctx *c = gnutls_session_get_ptr(s);
     struct dtls_psk probe = {(char *)username, NULL, 0}, *k;
 
     k = bsearch(&probe, c->creds->keys, c->creds->nkeys, sizeof *k, psk_cmp);
@@ -415,7 +426,7 @@ rpk_cmp(const void *a, const void *b)
 static int
 verify_peer(gnutls_session_t s)
 {
-    struct dtls_conn *c = gnutls_session_get_ptr(s);
+    struct hs_ctx *c = gnutls_session_get_ptr(s);
     const struct dtls_creds *cr = c->creds;
     unsigned n = 0, status = 0;
     const gnutls_datum_t *certs = gnutls_certificate_get_peers(s, &n);
@@ -613,6 +624,16 @@ dtls_creds_new(const struct dtls_config *cf, char *err, size_t errlen)
                      cf->priority ? cf->priority : prio, gnutls_strerror(rc), at ? at : "");
             goto fail;
         }
+        /* coaps+tcp: TLS 1.3 and 1.2 with the same key exchanges (RFC 8323 §9.1: the
+         * suites of RFC 7925 where TLS 1.2; TLS 1.3's own) */
+        snprintf(prio, sizeof prio, "NONE:+VERS-TLS1.3:+VERS-TLS1.2:%s%s%s",
+                 c->x509 || c->rawpk ? DTLS_KX_CERT : "", c->nkeys ? DTLS_KX_PSK : "",
+                 DTLS_PRIORITY_REST);
+        if ((rc = gnutls_priority_init2(&c->tls_prio, prio, &at, 0)) < 0) {
+            snprintf(err, errlen, "tls: priority '%s': %s at '%.32s'", prio,
+                     gnutls_strerror(rc), at ? at : "");
+            goto fail;
+        }
     }
     c->client_auth = cf->client_auth;
     if (c->client_auth == DTLS_CLIENT_AUTH_DEFAULT)
@@ -642,6 +663,8 @@ dtls_creds_release(struct dtls_creds *c)
         return;
     if (c->prio)
         gnutls_priority_deinit(c->prio);
+    if (c->tls_prio)
+        gnutls_priority_deinit(c->tls_prio);
     if (c->psk)
         gnutls_psk_free_server_credentials(c->psk);
     if (c->cert)
@@ -889,7 +912,7 @@ touch(struct dtls_ep *d, struct dtls_conn *c, ev_tstamp now)
 }
 
 static void
-log_fail(struct server *srv, const struct dtls_conn *c, const char *what)
+log_fail_at(struct server *srv, const char *ep, const struct peer *p, const char *what)
 {
     struct dtls_state *st = srv->dtls;
     ev_tstamp now = ev_now(srv->loop);
@@ -906,8 +929,13 @@ log_fail(struct server *srv, const struct dtls_conn *c, const char *what)
         st->log_skipped++;
         return;
     }
-    log_warn("%s: handshake with %s failed: %s", c->d->ep->name,
-             peer_str(&c->peer, pb, sizeof pb), what);
+    log_warn("%s: handshake with %s failed: %s", ep, peer_str(p, pb, sizeof pb), what);
+}
+
+static void
+log_fail(struct server *srv, const struct dtls_conn *c, const char *what)
+{
+    log_fail_at(srv, c->d->ep->name, &c->peer, what);
 }
 
 /* The association ends. bye: tell the peer (close_notify, RFC 5246 §7.2.1). Its CoAP
@@ -1110,7 +1138,10 @@ conn_new(struct dtls_ep *d, const struct peer *p, gnutls_dtls_prestate_st *pre,
     c->state = ST_HANDSHAKE;
     c->start = c->last = ev_now(srv->loop);
     c->id = id_none;
-    gnutls_session_set_ptr(c->s, c);
+    c->hx.creds = cr;
+    c->hx.why = st->why;
+    c->hx.whylen = sizeof st->why;
+    gnutls_session_set_ptr(c->s, &c->hx);
     gnutls_priority_set(c->s, cr->prio);
     if (cr->psk)
         gnutls_credentials_set(c->s, GNUTLS_CRD_PSK, cr->psk);
@@ -1152,6 +1183,8 @@ conn_new(struct dtls_ep *d, const struct peer *p, gnutls_dtls_prestate_st *pre,
     return c;
 }
 
+static const struct transport dtls_transport;
+
 /* The least recently active open association whose CoAP session holds no work, or NULL */
 static struct dtls_conn *
 idle_victim(struct server *srv)
@@ -1159,7 +1192,7 @@ idle_victim(struct server *srv)
     for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next) {
         struct dtls_ep *d = ep->sec;
 
-        if (!ep->tp->secure || d == NULL)
+        if (ep->tp != &dtls_transport || d == NULL)
             continue;
         for (struct dtls_conn *c = d->lru; c; c = c->prev) {
             struct session *s = session_find(srv, ep, &c->peer);
@@ -1250,35 +1283,41 @@ identity_of(gnutls_session_t s, struct id_text *t)
         snprintf(t->name + 7 + 2 * i, 3, "%02x", h[i]);
 }
 
-/* The association's identity, in one block: the alt pointers, then the strings. */
+/* A session's identity, in one block (*mem): the alt pointers, then the strings. */
 static void
-identity_fill(struct dtls_conn *c)
+identity_set(gnutls_session_t s, struct moonlet_identity *id, char **mem)
 {
     struct id_text t = {0};
     size_t need;
     const char **a;
     char *m, *p;
 
-    identity_of(c->s, &t);
+    identity_of(s, &t);
     need = (t.nalt + 1) * sizeof(char *) + strlen(t.name) + 1;
     for (unsigned i = 0; i < t.nalt; i++)
         need += strlen(t.alt[i]) + 1;
     if ((m = malloc(need)) == NULL) {
-        c->id = id_none;    /* nothing a pattern can match: access denied */
+        *id = id_none;      /* nothing a pattern can match: access denied */
         return;
     }
     a = (const char **)(void *)m;
     p = m + (t.nalt + 1) * sizeof(char *);
-    c->id.auth = t.auth;
-    c->id.name = strcpy(p, t.name);
+    id->auth = t.auth;
+    id->name = strcpy(p, t.name);
     p += strlen(t.name) + 1;
     for (unsigned i = 0; i < t.nalt; i++) {
         a[i] = strcpy(p, t.alt[i]);
         p += strlen(t.alt[i]) + 1;
     }
     a[t.nalt] = NULL;
-    c->id.alt = a;
-    c->idmem = m;
+    id->alt = a;
+    *mem = m;
+}
+
+static void
+identity_fill(struct dtls_conn *c)
+{
+    identity_set(c->s, &c->id, &c->idmem);
 }
 
 /* The handshake completed: the association opens (replacing the one it succeeds), within
@@ -1510,10 +1549,23 @@ dtls_send(struct endpoint *ep, const struct peer *to, const uint8_t *buf, size_t
     return gnutls_record_send(c->s, buf, len) < 0 ? -1 : 0;
 }
 
-static const struct moonlet_identity *
-dtls_identity(struct endpoint *ep, const struct peer *p)
+static int
+dtls_send_none(struct endpoint *ep, const struct peer *to, const uint8_t *buf, size_t len)
 {
-    struct dtls_conn *c = ep->sec ? conn_find(ep->sec, p) : NULL;
+    (void)ep, (void)to, (void)buf, (void)len;
+    return -1;          /* a connection's messages go through the stream layer */
+}
+
+static void
+dtls_flush_none(struct endpoint *ep)
+{
+    (void)ep;
+}
+
+static const struct moonlet_identity *
+dtls_identity(const struct session *s)
+{
+    struct dtls_conn *c = s->ep->sec ? conn_find(s->ep->sec, &s->peer) : NULL;
 
     return c && c->state == ST_OPEN ? &c->id : NULL;
 }
@@ -1599,14 +1651,283 @@ dtls_open(struct server *srv, const char *addr, unsigned port, struct dtls_creds
     return ep;
 }
 
+/* ---- TLS over TCP: coaps+tcp:// (RFC 8323 §4.1, §8.2) ------------------------------ */
+
+/* A coaps+tcp:// listener's state (ep->sec): the credentials new handshakes use. The
+ * layout's head is a dtls_ep's, so that dtls_set_creds serves both. */
+struct tls_ep {
+    struct endpoint *ep;
+    struct dtls_creds *creds;
+};
+
+/* A connection's TLS session (its stream I/O state). */
+struct tls_conn {
+    struct hs_ctx hx;                   /* first: gnutls_session_get_ptr */
+    gnutls_session_t s;
+    struct server *srv;
+    struct moonlet_identity id;
+    char *idmem;
+    uint8_t done;                       /* the handshake is */
+    uint8_t held;                       /* a record_send returned AGAIN: GnuTLS holds it */
+};
+
+static const gnutls_datum_t alpn_coap = {(unsigned char *)"coap", 4};
+
+static int
+tls_handshake(struct conn *c)
+{
+    struct tls_conn *t = stream_io_state(c);
+    struct dtls_state *st = t->srv->dtls;
+    int r;
+
+    st->why[0] = '\0';
+    r = gnutls_handshake(t->s);
+    if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
+        return 0;
+    if (r < 0) {
+        if (r == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+            st->n.fail_alert++;
+        } else {
+            if (strncmp(st->why, "unknown PSK", 11) == 0) {     /* RFC 4279 §2 */
+                st->n.fail_psk++;
+                gnutls_alert_send(t->s, GNUTLS_AL_FATAL, GNUTLS_A_UNKNOWN_PSK_IDENTITY);
+            } else {
+                if (*st->why)
+                    st->n.fail_cert++;
+                else
+                    st->n.fail_other++;
+                gnutls_alert_send_appropriate(t->s, r);
+            }
+        }
+        log_fail_at(t->srv, stream_endpoint(c)->name, stream_peer(c),
+                    r == GNUTLS_E_FATAL_ALERT_RECEIVED
+                        ? gnutls_alert_get_name(gnutls_alert_get(t->s))
+                        : *st->why ? st->why : gnutls_strerror(r));
+        return -1;
+    }
+    t->done = 1;
+    if (gnutls_session_is_resumed(t->s))
+        st->n.resumed++;
+    else
+        st->n.full++;
+    identity_set(t->s, &t->id, &t->idmem);
+    return 1;
+}
+
+static ssize_t
+tls_read(struct conn *c, uint8_t *buf, size_t len)
+{
+    struct tls_conn *t = stream_io_state(c);
+    size_t got = 0;
+
+    /* records until the buffer is full or the socket has no more: a short count means
+     * nothing is left, as for a plain socket */
+    while (got < len) {
+        ssize_t r = gnutls_record_recv(t->s, buf + got, len - got);
+
+        if (r > 0) {
+            got += (size_t)r;
+            continue;
+        }
+        if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
+            break;
+        if (r < 0 && (r == GNUTLS_E_REHANDSHAKE || !gnutls_error_is_fatal((int)r)))
+            continue;   /* a warning alert: nothing to deliver */
+        if (got)
+            break;      /* the end comes at the next read */
+        /* close_notify is the end of the stream; a peer that just closes is too */
+        return r == 0 || r == GNUTLS_E_PREMATURE_TERMINATION ? 0 : -2;
+    }
+    return got ? (ssize_t)got : -1;
+}
+
+static ssize_t
+tls_writev(struct conn *c, const struct iovec *iov, int n)
+{
+    struct tls_conn *t = stream_io_state(c);
+    ssize_t done = 0;
+
+    if (t->held) {      /* GnuTLS must finish the record it holds before another */
+        ssize_t r = gnutls_record_send(t->s, NULL, 0);
+
+        if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
+            return 0;
+        if (r < 0)
+            return -1;
+        t->held = 0;
+    }
+    gnutls_record_cork(t->s);   /* the pieces of a message go in one record */
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len == 0)
+            continue;
+        if (gnutls_record_send(t->s, iov[i].iov_base, iov[i].iov_len) < 0)
+            return -1;
+        done += (ssize_t)iov[i].iov_len;
+    }
+    if (done) {
+        int r = gnutls_record_uncork(t->s, 0);
+
+        /* what GnuTLS took is taken: the rest of its records go when the socket can */
+        if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
+            t->held = 1;
+        else if (r < 0)
+            return -1;
+    }
+    return done;
+}
+
+static int
+tls_want_write(struct conn *c)
+{
+    struct tls_conn *t = stream_io_state(c);
+
+    return t->held || (!t->done && gnutls_record_get_direction(t->s) == 1);
+}
+
+static int
+tls_buffered(struct conn *c)
+{
+    struct tls_conn *t = stream_io_state(c);
+
+    return t->done && gnutls_record_check_pending(t->s) > 0;
+}
+
+static void
+tls_free(struct conn *c)
+{
+    struct tls_conn *t = stream_io_state(c);
+
+    if (t == NULL)
+        return;
+    if (t->done)        /* close_notify (RFC 8446 §6.1), best effort */
+        gnutls_bye(t->s, GNUTLS_SHUT_WR);
+    dtls_creds_release(t->hx.creds);
+    gnutls_deinit(t->s);
+    free(t->idmem);
+    free(t);
+}
+
+static const struct stream_io tls_io = {
+    .read = tls_read,
+    .writev = tls_writev,
+    .free = tls_free,
+    .handshake = tls_handshake,
+    .want_write = tls_want_write,
+    .buffered = tls_buffered,
+};
+
+/* A TCP connection came: a TLS session on its socket, with the listener's credentials;
+ * the stream layer drives the handshake. */
+static void
+tls_accept(struct endpoint *ep, int fd, const struct peer *p)
+{
+    struct tls_ep *te = ep->sec;
+    struct dtls_creds *cr = te->creds;
+    struct dtls_state *st = state(ep->srv);
+    unsigned flags = GNUTLS_SERVER | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL;
+    struct tls_conn *t = calloc(1, sizeof *t);
+
+    if (cr->rawpk)
+        flags |= GNUTLS_ENABLE_RAWPK;
+    if (ep->srv->cfg.dtls_ticket_rotate <= 0)
+        flags |= GNUTLS_NO_TICKETS;
+    if (st == NULL || t == NULL || gnutls_init(&t->s, flags) < 0) {
+        free(t);
+        close(fd);
+        return;
+    }
+    t->srv = ep->srv;
+    t->id = id_none;
+    t->hx.creds = cr;
+    cr->refs++;
+    t->hx.why = st->why;
+    t->hx.whylen = sizeof st->why;
+    gnutls_session_set_ptr(t->s, &t->hx);
+    gnutls_priority_set(t->s, cr->tls_prio);
+    if (cr->psk)
+        gnutls_credentials_set(t->s, GNUTLS_CRD_PSK, cr->psk);
+    if (cr->cert) {
+        gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, cr->cert);
+        if (cr->client_auth != DTLS_CLIENT_AUTH_NONE)
+            gnutls_certificate_server_set_request(
+                t->s, cr->client_auth == DTLS_CLIENT_AUTH_REQUIRED ? GNUTLS_CERT_REQUIRE
+                                                                   : GNUTLS_CERT_REQUEST);
+    }
+    /* RFC 8323 §4.1: ALPN "coap"; a client that offers other protocols only is refused
+     * (no_application_protocol, RFC 7301 §3.2), one that offers none is served */
+    gnutls_alpn_set_protocols(t->s, &alpn_coap, 1, GNUTLS_ALPN_MANDATORY);
+    if (ep->srv->cfg.dtls_ticket_rotate > 0) {
+        /* resumption by ticket (RFC 8446 §2.2, RFC 5077), under the key DTLS uses too; a
+         * ticket of the previous key means a full handshake */
+        keys_tick(ep->srv, st);
+        gnutls_db_set_cache_expiration(t->s, (unsigned)(2 * ep->srv->cfg.dtls_ticket_rotate));
+        gnutls_session_ticket_enable_server(t->s, &st->stek[0]);
+    }
+    gnutls_transport_set_int(t->s, fd);
+    stream_accept(ep, fd, p, &tls_io, t);
+}
+
+static const struct moonlet_identity *
+tls_identity(const struct session *s)
+{
+    struct tls_conn *t = s->conn ? stream_io_state(s->conn) : NULL;
+
+    return t && t->done ? &t->id : NULL;
+}
+
+static void
+tls_close(struct endpoint *ep)
+{
+    struct tls_ep *te = ep->sec;
+
+    tcp_unlisten(ep);   /* its connections go first: they hold references of their own */
+    dtls_creds_release(te->creds);
+    free(te);
+}
+
+static const struct transport tls_transport = {
+    .scheme = "coaps+tcp",
+    .ml = &stream_layer,
+    .secure = 1,
+    .send = dtls_send_none,
+    .flush = dtls_flush_none,
+    .close = tls_close,
+    .identity = tls_identity,
+    .detach = stream_detach,
+};
+
+struct endpoint *
+tls_open(struct server *srv, const char *addr, unsigned port, struct dtls_creds *creds,
+         char *err, size_t errlen)
+{
+    struct tls_ep *te = calloc(1, sizeof *te);
+    struct endpoint *ep;
+
+    if (te == NULL || state(srv) == NULL) {
+        snprintf(err, errlen, "coaps+tcp: out of memory");
+        free(te);
+        return NULL;
+    }
+    if ((ep = tcp_listen(srv, &tls_transport, addr, port, tls_accept, err, errlen)) == NULL) {
+        free(te);
+        return NULL;
+    }
+    te->ep = ep;
+    te->creds = creds;
+    creds->refs++;
+    ep->sec = te;
+    return ep;
+}
+
 void
 dtls_set_creds(struct endpoint *ep, struct dtls_creds *creds)
 {
-    struct dtls_ep *d = ep->sec;
+    struct dtls_creds **slot = ep->tp == &tls_transport ? &((struct tls_ep *)ep->sec)->creds
+                                                         : &((struct dtls_ep *)ep->sec)->creds;
 
     creds->refs++;
-    dtls_creds_release(d->creds);
-    d->creds = creds;
+    dtls_creds_release(*slot);
+    *slot = creds;
 }
 
 void

@@ -66,6 +66,10 @@ int dtls_creds_usable(const struct dtls_creds *c);
 /* A coaps:// listener on addr:port using creds (a reference is taken). NULL with err. */
 struct endpoint *dtls_open(struct server *srv, const char *addr, unsigned port,
                            struct dtls_creds *creds, char *err, size_t errlen);
+/* A coaps+tcp:// listener (TLS 1.3/1.2 over TCP, RFC 8323 §8.2) on addr:port using creds
+ * (a reference is taken). NULL with err. */
+struct endpoint *tls_open(struct server *srv, const char *addr, unsigned port,
+                          struct dtls_creds *creds, char *err, size_t errlen);
 /* New handshakes on ep use creds from now on (SIGHUP); established sessions keep theirs. */
 void dtls_set_creds(struct endpoint *ep, struct dtls_creds *creds);
 /* The counters for the SIGUSR1 line, as " dtls_... N" pairs appended to buf. */

@@ -39,5 +39,6 @@ struct msglayer {
 };
 
 extern const struct msglayer udp_layer;         /* exchange.c */
+extern const struct msglayer stream_layer;      /* stream.c */
 
 #endif

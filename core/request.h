@@ -43,6 +43,12 @@ struct block_opt {
 struct block_ctx {
     uint8_t has_b1, has_b2, want_size2;
     uint8_t capped, cap_szx;    /* no larger blocks than cap_szx (the 3x rule, multicast) */
+    uint8_t whole;              /* the peer takes no blocks it did not ask for (RFC 8323
+                                 * §5.3.2: no Block-Wise-Transfer in its CSM) */
+    uint8_t bert_ok;            /* the peer takes BERT (RFC 8323 §6: a reliable transport
+                                 * and Block-Wise-Transfer in its CSM) */
+    uint16_t bert;              /* bytes of a BERT block it takes (a multiple of 1024 within
+                                 * its Max-Message-Size); 0: none */
     struct block_opt b1;        /* the Block1 to echo in the final response */
     struct block_opt b2;        /* the Block2 the client asked for */
     uint32_t variant;           /* hash of what selects the representation: query, Accept */

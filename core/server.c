@@ -18,6 +18,7 @@
 #include "observe.h"
 #include "plugin.h"
 #include "server.h"
+#include "stream.h"
 #include "tree.h"
 
 enum kind { K_SECONDS, K_FACTOR, K_COUNT, K_BYTES, K_CHOICE };
@@ -78,6 +79,18 @@ static const struct key {
     {"dtls_handshake_rate", K_FACTOR, offsetof(struct server_config, dtls_handshake_rate), 0.01,
      1e6},
     {"dtls_idle", K_SECONDS, offsetof(struct server_config, dtls_idle), 1, 86400 * 7},
+    {"tcp_connections", K_COUNT, offsetof(struct server_config, tcp_connections), 1, 1e7},
+    {"tcp_per_address", K_COUNT, offsetof(struct server_config, tcp_per_address), 1, 1e7},
+    {"tcp_csm_timeout", K_SECONDS, offsetof(struct server_config, tcp_csm_timeout), 0.01, 600},
+    {"tcp_keepalive", K_SECONDS, offsetof(struct server_config, tcp_keepalive), 0, 86400},
+    {"tcp_ping_timeout", K_SECONDS, offsetof(struct server_config, tcp_ping_timeout), 0.01,
+     600},
+    {"tcp_max_message", K_BYTES, offsetof(struct server_config, tcp_max_message), 1152, 65536},
+    {"tcp_write_bytes", K_BYTES, offsetof(struct server_config, tcp_write_bytes), 4096,
+     1 << 30},
+    {"tcp_inflight", K_COUNT, offsetof(struct server_config, tcp_inflight), 1, 1e6},
+    {"tls_handshake_timeout", K_SECONDS, offsetof(struct server_config, tls_handshake_timeout),
+     0.01, 600},
     {"dtls_ticket_rotate", K_SECONDS, offsetof(struct server_config, dtls_ticket_rotate), 0,
      86400 * 7},
 };
@@ -125,6 +138,15 @@ server_config_defaults(struct server_config *c)
     c->dtls_handshake_rate = 10;        /* per address and second, bursts of as many */
     c->dtls_idle = 600;                 /* CoAP pings keep a NAT binding (and us) alive */
     c->dtls_ticket_rotate = 3600;       /* 0: no session tickets */
+    c->tcp_connections = 10000;
+    c->tcp_per_address = 1000;          /* a NAT or a gateway may hold many */
+    c->tcp_csm_timeout = 10;
+    c->tcp_keepalive = 120;             /* NAT bindings of TCP last minutes at least */
+    c->tcp_ping_timeout = 20;
+    c->tcp_max_message = 8192;          /* BERT blocks of up to 7 KiB (RFC 8323 §6) */
+    c->tcp_write_bytes = 256u << 10;
+    c->tcp_inflight = 64;
+    c->tls_handshake_timeout = 10;
 }
 
 static int
@@ -246,13 +268,14 @@ stats_cb(struct ev_loop *loop, ev_signal *w, int revents)
                "unverified_observers %zu unverified_pendings %zu unverified_bytes %zu "
                "uploads %zu bytes snapshots %zu bytes rx %lu tx %lu dup %lu rst %lu "
                "dropped %lu truncated %lu evicted %lu overload %lu pings %lu verifications %lu "
-               "challenges %lu amplification %lu shed %lu%s",
+               "challenges %lu amplification %lu shed %lu connections %u%s",
                t->count, t->pool[POOL_VERIFIED].count, t->pool[POOL_UNVERIFIED].count,
                srv->obs.count, t->unv_observers, t->unv_pendings, t->unv_bytes,
                srv->x1_bytes, srv->rep_bytes, srv->stats.rx, srv->stats.tx, srv->stats.dup,
                srv->stats.rst, srv->stats.dropped, srv->stats.truncated, srv->stats.evicted,
                srv->stats.overload, srv->stats.pings, srv->stats.verified,
-               srv->stats.challenges, srv->stats.amplification, srv->stats.shed, dtls);
+               srv->stats.challenges, srv->stats.amplification, srv->stats.shed,
+               stream_count(srv), dtls);
 }
 
 int
@@ -309,12 +332,18 @@ coaps_open(struct server *srv, const char *addr, unsigned port, char *err, size_
     return dtls_open(srv, addr, port, srv->creds, err, errlen);
 }
 
+static struct endpoint *
+coaps_tcp_open(struct server *srv, const char *addr, unsigned port, char *err, size_t errlen)
+{
+    return tls_open(srv, addr, port, srv->creds, err, errlen);
+}
+
 /* Every listener scheme ("coap" is no prefix of "coaps://": the "://" is compared too) */
 static const struct scheme schemes[] = {
     {"coap", 5683, 0, udp_open},        /* RFC 7252 §6.1 */
     {"coaps", 5684, 1, coaps_open},     /* RFC 7252 §6.2: DTLS */
-    {"coap+tcp", 5683, 0, NULL},        /* RFC 8323 §8.1 */
-    {"coaps+tcp", 5684, 1, NULL},       /* RFC 8323 §8.2: TLS */
+    {"coap+tcp", 5683, 0, tcp_open},    /* RFC 8323 §8.1 */
+    {"coaps+tcp", 5684, 1, coaps_tcp_open},     /* RFC 8323 §8.2: TLS */
     {"coap+ws", 80, 0, NULL},           /* RFC 8323 §8.3 */
     {"coaps+ws", 443, 1, NULL},         /* RFC 8323 §8.4 */
 };
@@ -381,6 +410,7 @@ server_run(struct server *srv)
 void
 server_fini(struct server *srv)
 {
+    srv->stopping = 1;
     observe_end(srv, NULL, MOONLET_SERVICE_UNAVAILABLE);   /* observers hear we stop */
     answer_unit_gone(srv, NULL);      /* open deferred answers: 5.03 */
     reload_fini(srv);
@@ -397,6 +427,7 @@ server_fini(struct server *srv)
         ep->tp->close(ep);
     }
     dtls_fini(srv);             /* after the last coaps:// listener */
+    stream_fini(srv);           /* after the last connection */
     tree_free(srv->tree);
     srv->tree = NULL;
     resp_free(&srv->resp);

@@ -58,6 +58,16 @@ struct server_config {
     double dtls_handshake_rate; /* handshakes one address may start per second */
     double dtls_idle;           /* an association the peer has not used this long goes, s */
     double dtls_ticket_rotate;  /* session ticket keys change this often, s (0: no tickets) */
+    unsigned tcp_connections;   /* connections (TCP, TLS), all listeners together */
+    unsigned tcp_per_address;   /* connections from one address */
+    double tcp_csm_timeout;     /* a connection whose CSM has not come by then goes, s */
+    double tcp_keepalive;       /* an idle connection is sent a Ping after this, s (0: never) */
+    double tcp_ping_timeout;    /* and goes if nothing comes back within this, s */
+    size_t tcp_max_message;     /* our CSM's Max-Message-Size: the largest message we take */
+    size_t tcp_write_bytes;     /* queued for a peer that does not read: reading from it
+                                 * stops; at twice this it goes */
+    unsigned tcp_inflight;      /* deferred answers a connection may wait for at once */
+    double tls_handshake_timeout;   /* a TLS handshake not done by then: closed, s */
 };
 
 /* cfg.verify: off (trusted networks: no limit), auto (the 3x rule; a peer proves its
@@ -96,6 +106,7 @@ struct server {
     void *lua;                          /* the Lua runtime's state, opaque to the core */
     struct dtls_state *dtls;            /* dtls.c: keys, counters (NULL until a coaps://) */
     struct dtls_creds *creds;           /* what new coaps:// listeners use (dtls.c) */
+    struct stream_state *stream;        /* stream.c: connections (NULL until the first) */
     struct access_rule *rules;          /* the configuration file's access rules */
     unsigned nrules;
     uint64_t next_res_id;
@@ -125,6 +136,7 @@ struct server {
     uint64_t rng;
     uint8_t echo_key[16];               /* keys the Echo values we issue (verify.c) */
     ev_tstamp started;
+    int stopping;                       /* server_fini has begun */
     ev_signal sigint, sigterm, sigusr1;
     ev_prepare flush;
     ev_timer sweep;

@@ -103,12 +103,16 @@ session_drop(struct server *srv, struct session *s)
 {
     struct session_table *t = &srv->sessions;
 
-    hash_unlink(t, s);
     list_unlink(t, s);
-    t->count--;
+    if (s->pool != POOL_CONN) {
+        hash_unlink(t, s);
+        t->count--;
+    }
     answer_session_evict(srv, s);       /* its deferred answers end (5.03) */
     exchange_session_evict(srv, s);     /* its multicast answers go */
     session_empty(srv, s);
+    if (s->conn && s->ep && s->ep->tp->detach)
+        s->ep->tp->detach(s->ep, s);    /* its connection goes with it */
     if (s->refs) {
         s->dead = 1;
         s->ep = NULL;           /* unreachable: nothing goes out through it any more */
@@ -129,7 +133,7 @@ session_table_fini(struct server *srv)
 {
     struct session_table *t = &srv->sessions;
 
-    for (int p = 0; p < 2; p++)
+    for (int p = 0; p < 3; p++)
         while (t->pool[p].mru)
             session_drop(srv, t->pool[p].mru);
     free(t->buckets);
@@ -256,6 +260,23 @@ session_get(struct server *srv, struct endpoint *ep, const struct peer *p)
     return s;
 }
 
+struct session *
+session_of_conn(struct server *srv, struct endpoint *ep, const struct peer *p, struct conn *c)
+{
+    struct session *s = calloc(1, sizeof *s);
+
+    if (s == NULL)
+        return NULL;
+    s->ep = ep;
+    s->peer = *p;
+    s->conn = c;
+    s->verified = 1;            /* RFC 8323 §4.1: the handshake proved the address */
+    s->pool = POOL_CONN;
+    s->last = s->heard = ev_now(srv->loop);
+    list_push(&srv->sessions, s);
+    return s;
+}
+
 void
 session_verify(struct server *srv, struct session *s)
 {
@@ -323,10 +344,10 @@ session_sweep(struct server *srv)
     struct session_table *t = &srv->sessions;
     ev_tstamp now = ev_now(srv->loop), cutoff = now - srv->cfg.exchange_lifetime;
 
-    for (int p = 0; p < 2; p++) {
+    for (int p = 0; p < 3; p++) {
         struct session *s = t->pool[p].lru, *prev;
 
-        for (; s && s->last < cutoff; s = prev) {
+        for (; p != POOL_CONN && s && s->last < cutoff; s = prev) {
             prev = s->prev;
             if (!session_busy(s))
                 session_drop(srv, s);
@@ -334,8 +355,9 @@ session_sweep(struct server *srv)
         for (s = t->pool[p].mru; s; s = s->next) {
             if (s->x1 || s->x2)         /* idle block transfers expire */
                 block_session_sweep(srv, s, 0);
-            /* RFC 7641 §4.5: a peer quiet for observe_check gets a CON check */
-            if (s->obs && now - s->heard >= srv->cfg.observe_check)
+            /* RFC 7641 §4.5: a peer quiet for observe_check gets a CON check (over a
+             * connection, the stream layer's keepalive asks instead) */
+            if (s->obs && p != POOL_CONN && now - s->heard >= srv->cfg.observe_check)
                 observe_check(srv, s);
         }
     }
@@ -381,7 +403,7 @@ session_endpoint_gone(struct server *srv, struct endpoint *ep)
 
     answer_endpoint_gone(srv, ep);
     exchange_endpoint_gone(srv, ep);
-    for (int p = 0; p < 2; p++) {
+    for (int p = 0; p < 3; p++) {
         struct session *s, *next;
 
         for (s = t->pool[p].mru; s; s = next) {

@@ -44,8 +44,15 @@ struct dedup {
 struct outmsg;
 struct held;
 
-enum { POOL_UNVERIFIED, POOL_VERIFIED };
+/* POOL_CONN: the session of a reliable transport's connection (RFC 8323), verified by
+ * its handshake, owned by the connection: in no hash chain, under no session cap (the
+ * connection limits are the stream layer's), on its list for the sweep. */
+enum { POOL_UNVERIFIED, POOL_VERIFIED, POOL_CONN };
 
+struct conn;
+
+/* The generic part comes first; the UDP message layer's (exchange.c: MIDs, dedup, the
+ * CON queue, the 3x rule) follows, unused by a connection's session, which has conn. */
 struct session {
     struct session *hnext;              /* hash chain */
     struct session *prev, *next;        /* its pool's activity list, most recent first */
@@ -55,6 +62,13 @@ struct session {
     ev_tstamp last;                     /* last request (the idle sweep) */
     ev_tstamp heard;                    /* last datagram of any kind (observer liveness) */
     unsigned refs;                      /* pendings and multicast answers holding it */
+    struct conn *conn;                  /* its connection (stream.c), NULL over UDP */
+    struct xfer1 *x1;                   /* Block1 uploads in progress (block.c) */
+    struct xfer2 *x2;                   /* Block2 downloads and their snapshots */
+    unsigned nx1, nx2;
+    struct observer *obs;               /* its observations (observe.c) */
+    unsigned nobs;
+    /* -- the UDP message layer's -- */
     uint16_t next_mid;
     uint8_t verified;                   /* its address is proven (RFC 9175 §2.4) */
     uint8_t pool;                       /* the list it is in: POOL_VERIFIED only when both
@@ -71,14 +85,8 @@ struct session {
     size_t dd_bytes;
     struct outmsg *out_head, *out_tail; /* NSTART queue: the head is in flight */
     struct held *held, *held_tail;      /* answers waiting for its verification (3x rule) */
-    struct xfer1 *x1;                   /* Block1 uploads in progress (block.c) */
-    struct xfer2 *x2;                   /* Block2 downloads and their snapshots */
-    unsigned nx1, nx2;
-    struct observer *obs;               /* its observations (observe.c) */
-    unsigned nobs;
     /* round trips and congestion toward the peer, kept by observe.c (RFC 7641 §4.5.1,
-     * RFC 7252 §4.7); srtt fills the padding after nobs, cc_wait makes a session 224
-     * bytes (mimalloc's size class for 216 already) */
+     * RFC 7252 §4.7) */
     float srtt;                         /* smoothed round-trip time (s); 0: no sample yet */
     ev_tstamp cc_wait;                  /* a CON notification has waited for the peer since
                                          * (0: none outstanding) */
@@ -94,7 +102,7 @@ struct session_table {
     size_t nbuckets, count;
     size_t dd_bytes;                    /* all peers' cached response bytes */
     uint64_t key;                       /* peer hash key, random per server */
-    struct session_pool pool[2];        /* POOL_UNVERIFIED, POOL_VERIFIED */
+    struct session_pool pool[3];        /* POOL_UNVERIFIED, POOL_VERIFIED, POOL_CONN */
     /* what unverified peers hold, against their own budgets (cfg.unverified_*) */
     size_t unv_bytes;                   /* queued answers and upload buffers */
     size_t unv_pendings, unv_observers;
@@ -108,6 +116,12 @@ void session_table_fini(struct server *srv);
  * may evict the least recently active unverified one. NULL only without memory. Marks it
  * active now. */
 struct session *session_get(struct server *srv, struct endpoint *ep, const struct peer *p);
+/* The session of connection c from peer p on ep (RFC 8323): verified, in POOL_CONN. The
+ * connection closes it (session_close, c unset first); when the core drops it instead
+ * (shutdown, its listener closing) ep's transport hears it through detach. NULL only
+ * without memory. */
+struct session *session_of_conn(struct server *srv, struct endpoint *ep, const struct peer *p,
+                                struct conn *c);
 /* The session of a peer if it exists (no creation, no activity mark). */
 struct session *session_find(struct server *srv, struct endpoint *ep, const struct peer *p);
 /* Forget idle sessions older than the exchange lifetime; check quiet observers. */

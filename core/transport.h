@@ -17,6 +17,7 @@
 
 struct server;
 struct endpoint;
+struct session;
 
 /* A peer address; IPv4 peers of a dual-stack socket arrive as v4-mapped IPv6. */
 struct peer {
@@ -44,9 +45,12 @@ struct transport {
     /* Send everything queued. */
     void (*flush)(struct endpoint *ep);
     void (*close)(struct endpoint *ep);
-    /* How the peer authenticated and who it is; NULL for none (and on an insecure
-     * transport: the field may be NULL). */
-    const struct moonlet_identity *(*identity)(struct endpoint *ep, const struct peer *p);
+    /* How the peer of session s authenticated and who it is; NULL for none (and on an
+     * insecure transport: the field may be NULL). */
+    const struct moonlet_identity *(*identity)(const struct session *s);
+    /* The core dropped s, the session of one of ep's connections (shutdown, the listener
+     * going): the connection closes. NULL for transports without connections. */
+    void (*detach)(struct endpoint *ep, struct session *s);
 };
 
 struct endpoint {
@@ -83,6 +87,11 @@ uint32_t peer_hash(const struct peer *p, uint64_t key);
 /* "[::1]:5683" or "127.0.0.1:5683" (v4-mapped shown as IPv4). */
 const char *peer_str(const struct peer *p, char *buf, size_t len);
 
+/* A non-blocking socket of type (SOCK_DGRAM; SOCK_STREAM: listening) bound to addr:port
+ * ("::": dual stack), with SO_REUSEADDR if reuse; the address it got in *local. -1 with a
+ * one-line reason naming name (address in use, bad address) in err. */
+int sock_bind(int type, const char *addr, unsigned port, int reuse, const char *name,
+              struct peer *local, char *err, size_t errlen);
 /* UDP endpoint on addr:port ("::" dual stack); NULL with *err set to a one-line reason. */
 struct endpoint *udp_open(struct server *srv, const char *addr, unsigned port, char *err,
                           size_t errlen);
@@ -95,6 +104,17 @@ struct endpoint *udp_open_as(struct server *srv, const struct transport *tp, con
 int udp_queue(struct endpoint *ep, const struct peer *to, const struct iovec *iov, int n);
 void udp_flush(struct endpoint *ep);
 void udp_close(struct endpoint *ep);
+/* coap+tcp:// listener on addr:port (RFC 8323 §8.1); NULL with *err set. */
+struct endpoint *tcp_open(struct server *srv, const char *addr, unsigned port, char *err,
+                          size_t errlen);
+/* A listening TCP socket for transport tp: each connection accepted (its socket
+ * non-blocking, Nagle off) goes to accept. NULL with *err set. */
+struct endpoint *tcp_listen(struct server *srv, const struct transport *tp, const char *addr,
+                            unsigned port,
+                            void (*accept)(struct endpoint *ep, int fd, const struct peer *p),
+                            char *err, size_t errlen);
+/* Stop listening and free ep (its connections are the stream layer's). */
+void tcp_unlisten(struct endpoint *ep);
 /* Join the All-CoAP-Nodes groups (RFC 7252 §12.8: ff02::fd, ff05::fd; 224.0.1.187 when
  * the endpoint takes IPv4) on interface ifname, at the endpoint's port. Requests to a group
  * reach exchange_multicast and are answered from the endpoint's unicast socket. 0, or -1

@@ -220,52 +220,76 @@ udp_open(struct server *srv, const char *addr, unsigned port, char *err, size_t 
     return udp_open_as(srv, &udp_transport, "udp", addr, port, err, errlen);
 }
 
+int
+sock_bind(int type, const char *addr, unsigned port, int reuse, const char *name,
+          struct peer *local, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_socktype = type, .ai_flags = AI_NUMERICHOST | AI_PASSIVE};
+    struct addrinfo *ai = NULL;
+    int fd, off = 0, one = 1, rc;
+
+    if ((rc = getaddrinfo(addr, NULL, &hints, &ai)) != 0) {
+        snprintf(err, errlen, "%s: bad address: %s", name, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(&local->u, ai->ai_addr, ai->ai_addrlen);
+    local->len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    if (local->u.sa.sa_family == AF_INET6)
+        local->u.in6.sin6_port = htons((uint16_t)port);
+    else
+        local->u.in.sin_port = htons((uint16_t)port);
+    fd = socket(local->u.sa.sa_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    if (local->u.sa.sa_family == AF_INET6)  /* dual stack on "::" (v4-mapped peers) */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    if (reuse)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, &local->u.sa, local->len) < 0 || (type == SOCK_STREAM && listen(fd, 1024) < 0))
+        goto fail;
+    local->len = sizeof local->u;
+    getsockname(fd, &local->u.sa, &local->len);
+    return fd;
+fail:
+    if (errno == EADDRINUSE) /* from bind: say who, as the README promises */
+        snprintf(err, errlen, "%s: address in use (another socket holds the port)", name);
+    else
+        snprintf(err, errlen, "%s: %s", name, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
 struct endpoint *
 udp_open_as(struct server *srv, const struct transport *tp, const char *prefix,
             const char *addr, unsigned port, char *err, size_t errlen)
 {
-    struct addrinfo hints = {.ai_socktype = SOCK_DGRAM, .ai_flags = AI_NUMERICHOST | AI_PASSIVE};
-    struct addrinfo *ai = NULL;
-    struct endpoint *ep = NULL;
+    struct endpoint *ep;
     struct peer local;
     char pb[64], name[80];
-    int fd = -1, off = 0, rc;
+    int fd, off = 0;
 
     snprintf(name, sizeof name, strchr(addr, ':') ? "%s://[%s]:%u" : "%s://%s:%u", prefix,
              addr, port);
-    if ((rc = getaddrinfo(addr, NULL, &hints, &ai)) != 0) {
-        snprintf(err, errlen, "%s: bad address: %s", name, gai_strerror(rc));
-        return NULL;
-    }
-    fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        goto fail;
-    if (ai->ai_family == AF_INET6)  /* dual stack on "::" (RFC 4291 v4-mapped peers) */
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
     /* No SO_REUSEADDR: Linux lets a UDP bind share a port only when both sockets set it,
      * so this bind fails if anyone holds the port, with or without it, and nobody can
      * share it later (the last socket bound would take our unicast datagrams). The group
      * sockets need it for a moment: see udp_join. */
-    memcpy(&local.u, ai->ai_addr, ai->ai_addrlen);
-    local.len = ai->ai_addrlen;
-    if (ai->ai_family == AF_INET6)
-        local.u.in6.sin6_port = htons((uint16_t)port);
-    else
-        local.u.in.sin_port = htons((uint16_t)port);
-    if (bind(fd, &local.u.sa, local.len) < 0)
-        goto fail;
+    if ((fd = sock_bind(SOCK_DGRAM, addr, port, 0, name, &local, err, errlen)) < 0)
+        return NULL;
     rcvbuf(fd, srv->cfg.udp_rcvbuf);
     /* only the group sockets of udp_join get multicast: a wildcard-bound unicast socket
      * would otherwise receive every group some socket joined (Linux's default) */
     setsockopt(fd, IPPROTO_IP, IP_MULTICAST_ALL, &off, sizeof off);
-    if (ai->ai_family == AF_INET6)
+    if (local.u.sa.sa_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_ALL, &off, sizeof off);
-    local.len = sizeof local.u;
-    getsockname(fd, &local.u.sa, &local.len);
     ep = calloc(1, sizeof *ep);
     if (ep == NULL || (ep->impl = calloc(1, sizeof(struct udp))) == NULL) {
-        errno = ENOMEM;
-        goto fail;
+        snprintf(err, errlen, "%s: out of memory", name);
+        free(ep);
+        close(fd);
+        return NULL;
     }
     udp_slots(ep->impl);
     ep->tp = tp;
@@ -274,20 +298,7 @@ udp_open_as(struct server *srv, const struct transport *tp, const char *prefix,
     snprintf(ep->name, sizeof ep->name, "%s://%s", prefix, peer_str(&local, pb, sizeof pb));
     ev_io_init(&ep->io, udp_read, fd, EV_READ);
     ev_io_start(srv->loop, &ep->io);
-    freeaddrinfo(ai);
     return ep;
-fail:
-    if (errno == EADDRINUSE) /* from bind: say who, as the README promises */
-        snprintf(err, errlen, "%s: address in use (another socket holds the port)", name);
-    else
-        snprintf(err, errlen, "%s: %s", name, strerror(errno));
-    if (ep)
-        free(ep->impl);
-    free(ep);
-    if (fd >= 0)
-        close(fd);
-    freeaddrinfo(ai);
-    return NULL;
 }
 
 /* ---- multicast (RFC 7252 §8) ------------------------------------------------------- */
