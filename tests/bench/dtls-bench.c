@@ -163,13 +163,6 @@ complain(const char *fmt, ...)
     va_end(ap);
 }
 
-/* the server\'s CPU time in ms (proc.h), -1 without -s */
-static double
-server_cpu_ms(void)
-{
-    return opt.pid ? cpu_ms(opt.pid) : -1;
-}
-
 /* ---- transport: our own, so that nothing blocks and a flight is one datagram */
 
 /* A full socket buffer loses the datagram, as a network would: DTLS retransmits a
@@ -746,52 +739,6 @@ req_run(struct conn **c, unsigned n, unsigned window, double until)
 
 /* ---- measurement */
 
-struct mark {
-    double t, server_ms, client_ms, busy_ms, all_ms;
-};
-
-/* CPU time of the whole machine in ms: busy (all but idle and iowait) and all of it, from
- * /proc/stat's first line; -1 when it cannot be read */
-static void
-machine_cpu_ms(double *busy, double *all)
-{
-    unsigned long long v[8] = {0};
-    FILE *f = fopen("/proc/stat", "r");
-    int n = f ? fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-                       &v[4], &v[5], &v[6], &v[7])
-              : 0;
-    double tick = 1000.0 / sysconf(_SC_CLK_TCK);
-
-    if (f)
-        fclose(f);
-    *busy = *all = -1;
-    if (n != 8)
-        return;
-    *all = (v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7]) * tick;
-    *busy = *all - (v[3] + v[4]) * tick;
-}
-
-static struct mark
-mark_now(void)
-{
-    struct mark m = {now(), server_cpu_ms(), own_cpu_ms(), 0, 0};
-
-    machine_cpu_ms(&m.busy_ms, &m.all_ms);
-    return m;
-}
-
-/* a measured run: ops done between a and b */
-struct run {
-    unsigned long ops;
-    struct mark a, b;
-};
-
-static double
-run_rate(const struct run *r)
-{
-    return r->ops / (r->b.t - r->a.t);
-}
-
 /* The fastest of opt.rounds measured runs of go(ctx, until), ops being what *count grew
  * by: the machine may be busy with other work for a while, which only ever slows a run. */
 static struct run
@@ -803,45 +750,14 @@ measure(void (*go)(void *, double), void *ctx, const unsigned long *count)
     for (i = 0; i < opt.rounds; i++) {
         unsigned long before = *count;
 
-        r.a = mark_now();
+        r.a = mark_now(opt.pid);
         go(ctx, r.a.t + opt.secs);
-        r.b = mark_now();
+        r.b = mark_now(opt.pid);
         r.ops = *count - before;
         if (i == 0 || run_rate(&r) > run_rate(&best))
             best = r;
     }
     return best;
-}
-
-/* " PREFIXelsewhere=N%": the machine's CPU that neither the server nor we used between a
- * and b -- other work, which makes the rates of a shared machine wander */
-static void
-print_elsewhere(const char *prefix, const struct mark *a, const struct mark *b)
-{
-    double all = b->all_ms - a->all_ms;
-    double other = b->busy_ms - a->busy_ms - (b->client_ms - a->client_ms) -
-                   (a->server_ms >= 0 ? b->server_ms - a->server_ms : 0);
-
-    if (a->all_ms < 0 || b->all_ms < 0 || all <= 0)
-        printf(" %selsewhere=-", prefix);
-    else
-        printf(" %selsewhere=%.0f%%", prefix, other > 0 ? 100 * other / all : 0);
-}
-
-/* " PREFIXsecs=.. PREFIXrate=.. PREFIXserver_us=.. PREFIXclient_us=.." */
-static void
-print_run(const char *prefix, const struct run *r)
-{
-    double per = r->ops ? 1e3 / r->ops : 0;
-
-    printf(" %ssecs=%.2f %srate=%.0f %sserver_us=", prefix, r->b.t - r->a.t, prefix, run_rate(r),
-           prefix);
-    if (r->a.server_ms >= 0 && r->b.server_ms >= 0)
-        printf("%.1f", (r->b.server_ms - r->a.server_ms) * per);
-    else
-        printf("-");
-    printf(" %sclient_us=%.1f", prefix, (r->b.client_ms - r->a.client_ms) * per);
-    print_elsewhere(prefix, &r->a, &r->b);
 }
 
 static void
@@ -956,10 +872,10 @@ idle_open(double *secs, double *server_us)
 
     p.rate = opt.rate;
     p.get = 1;
-    a = mark_now();
+    a = mark_now(opt.pid);
     p.begin = a.t;
     pool_run(&p, a.t + OPEN_LIMIT);
-    b = mark_now();
+    b = mark_now(opt.pid);
     pool_stop(&p);
     free(p.slot);
     *secs = b.t - a.t;

@@ -1,7 +1,8 @@
 /*
  * proc.h -- what the benchmark generators read about time and about the server process:
- * a monotonic clock, CPU time (their own, and the server's from /proc/PID/stat), and the
- * server's resident memory from /proc/PID/status.
+ * a monotonic clock, CPU time (their own, and the server's from /proc/PID/stat), the
+ * server's resident memory from /proc/PID/status, and a run's marks (time and CPU at its
+ * start and end) with the one-line report of its rate and costs.
  */
 #ifndef BENCH_PROC_H
 #define BENCH_PROC_H
@@ -11,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double
+static inline double
 now(void)
 {
     struct timespec ts;
@@ -21,7 +22,7 @@ now(void)
 }
 
 /* this process's CPU time, ms */
-static double
+static inline double
 own_cpu_ms(void)
 {
     struct timespec ts;
@@ -31,7 +32,7 @@ own_cpu_ms(void)
 }
 
 /* utime + stime of process pid, in ms (/proc/PID/stat fields 14 and 15); -1 if unreadable */
-static double
+static inline double
 cpu_ms(const char *pid)
 {
     char path[64], buf[1024], *p;
@@ -53,7 +54,7 @@ cpu_ms(const char *pid)
 }
 
 /* VmRSS of process pid in KiB, -1 if it cannot be read */
-static long
+static inline long
 rss_kb(const char *pid)
 {
     char path[64], line[256];
@@ -68,6 +69,85 @@ rss_kb(const char *pid)
             break;
     fclose(f);
     return kb;
+}
+
+/* ---- runs: time and CPU at their start and end ---------------------------------------- */
+
+struct mark {
+    double t, server_ms, client_ms, busy_ms, all_ms;
+};
+
+/* CPU time of the whole machine in ms: busy (all but idle and iowait) and all of it, from
+ * /proc/stat's first line; -1 when it cannot be read */
+static inline void
+machine_cpu_ms(double *busy, double *all)
+{
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    int n = f ? fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                       &v[4], &v[5], &v[6], &v[7])
+              : 0;
+    double tick = 1000.0 / sysconf(_SC_CLK_TCK);
+
+    if (f)
+        fclose(f);
+    *busy = *all = -1;
+    if (n != 8)
+        return;
+    *all = (v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7]) * tick;
+    *busy = *all - (v[3] + v[4]) * tick;
+}
+
+/* now: the clock, the server's CPU (pid NULL: -1), ours, the machine's */
+static inline struct mark
+mark_now(const char *pid)
+{
+    struct mark m = {now(), pid ? cpu_ms(pid) : -1, own_cpu_ms(), 0, 0};
+
+    machine_cpu_ms(&m.busy_ms, &m.all_ms);
+    return m;
+}
+
+struct run {
+    unsigned long ops;
+    struct mark a, b;
+};
+
+static inline double
+run_rate(const struct run *r)
+{
+    return r->ops / (r->b.t - r->a.t);
+}
+
+/* " PREFIXelsewhere=N%": the machine's CPU that neither the server nor we used between a
+ * and b -- other work, which makes the rates of a shared machine wander */
+static inline void
+print_elsewhere(const char *prefix, const struct mark *a, const struct mark *b)
+{
+    double all = b->all_ms - a->all_ms;
+    double other = b->busy_ms - a->busy_ms - (b->client_ms - a->client_ms) -
+                   (a->server_ms >= 0 ? b->server_ms - a->server_ms : 0);
+
+    if (a->all_ms < 0 || b->all_ms < 0 || all <= 0)
+        printf(" %selsewhere=-", prefix);
+    else
+        printf(" %selsewhere=%.0f%%", prefix, other > 0 ? 100 * other / all : 0);
+}
+
+/* " PREFIXsecs=.. PREFIXrate=.. PREFIXserver_us=.. PREFIXclient_us=.. PREFIXelsewhere=.." */
+static inline void
+print_run(const char *prefix, const struct run *r)
+{
+    double per = r->ops ? 1e3 / r->ops : 0;
+
+    printf(" %ssecs=%.2f %srate=%.0f %sserver_us=", prefix, r->b.t - r->a.t, prefix, run_rate(r),
+           prefix);
+    if (r->a.server_ms >= 0 && r->b.server_ms >= 0)
+        printf("%.1f", (r->b.server_ms - r->a.server_ms) * per);
+    else
+        printf("-");
+    printf(" %sclient_us=%.1f", prefix, (r->b.client_ms - r->a.client_ms) * per);
+    print_elsewhere(prefix, &r->a, &r->b);
 }
 
 #endif
