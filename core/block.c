@@ -80,13 +80,23 @@ block_encode(uint32_t num, unsigned more, unsigned szx)
     return num << 4 | (more ? 8u : 0u) | szx;
 }
 
+/* FNV-1a's step over eight bytes at a time (a shift folds the high bits back in), the tail
+ * a byte at a time: an ETag of a 256 KiB representation costs ~50 us, not the 0.4 ms of a
+ * byte-wise loop (found by the BERT download benchmark of issue 15) */
 static uint64_t
 hash64(uint64_t h, const void *p, size_t n)
 {
     const uint8_t *b = p;
 
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 1099511628211ULL;
+    for (; n >= 8; n -= 8, b += 8) {
+        uint64_t w;
+
+        memcpy(&w, b, 8);
+        h = (h ^ w) * 1099511628211ULL;
+        h ^= h >> 29;
+    }
+    for (; n; n--)
+        h = (h ^ *b++) * 1099511628211ULL;
     return h;
 }
 
