@@ -573,6 +573,29 @@ def t_keepalive():
         good.close()
 
 
+@test("T14 slowloris after the CSM (-o tcp_keepalive=0.5 -o tcp_ping_timeout=0.5): a GET fed "
+      "a byte every 0.1 s and never finished -> a Ping, then the close: bytes are no sign of "
+      "life, whole messages are")
+def t_t14_trickle():
+    with Tcp({"tcp_keepalive": 0.5, "tcp_ping_timeout": 0.5}) as t, t.conn() as c:
+        t0, i = time.monotonic(), 0
+        # a frame whose header promises 269 bytes of body: it never completes
+        data = bytes([14 << 4 | 1, 0, 0, GET, 0x71]) + b"\xb5hello"
+        while not c.eof and time.monotonic() - t0 < 4.0:
+            try:
+                c.send(data[i:i + 1] if i < len(data) else b"\x00")
+            except (BrokenPipeError, ConnectionResetError):
+                c.eof = "reset"
+                break
+            i += 1
+            f = c.recv(0.1)
+            check(f is None or f.code == PING, "unexpected %r" % f)
+        check(c.eof, "still open after 4 s of trickling\n" + c.diag())
+        took = time.monotonic() - t0
+        check(0.8 < took < 2.5, "closed after %.2fs" % took)
+        note("trickling peer closed after %.2fs" % took)
+        serving(t)
+
 def refused(t, src=None):
     """A connection accepted and closed at once: no CSM, no bytes."""
     c = Conn(t.port, csm=None, wait_csm=False, src=src)
