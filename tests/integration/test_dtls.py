@@ -34,31 +34,9 @@ def built(*path):
     return os.path.join(os.path.dirname(coaptest.cfg.moonlet), *path)
 
 
-LUA = r'''
-local moonlet = require "moonlet"
-moonlet.resource{ path = "/who", get = function(req)
-  local id = req.identity
-  return moonlet.CONTENT, id.auth .. "|" .. id.name .. "|" .. table.concat(id.alt, ",")
-end }
-moonlet.resource{ path = "/secret", secure = true,
-  get = function() return moonlet.CONTENT, "secret" end }
-moonlet.resource{ path = "/sensors", allow = { "psk:sensor-*", "x509:dns:*.example" },
-  get = function() return moonlet.CONTENT, "sensors" end }
-local big = {}
-for i = 0, 262143 do big[#big + 1] = string.char(65 + (i * 7) % 26) end
-big = table.concat(big)
-moonlet.resource{ path = "/big", get = function() return moonlet.CONTENT, big end }
-moonlet.resource{ path = "/up", put = function(req)
-  return moonlet.CHANGED, tostring(#req.payload) .. ":" .. (req.payload == big and "same" or "diff")
-end }
-local hits = 0
-moonlet.resource{ path = "/count", post = function() hits = hits + 1; return moonlet.CHANGED, tostring(hits) end,
-  get = function() return moonlet.CONTENT, tostring(hits) end }
-local n = 0
-local clock = moonlet.resource{ path = "/clock", obs = true,
-  get = function() return moonlet.CONTENT, tostring(n) end }
-moonlet.every(0.2, function() n = n + 1; clock:notify() end)
-'''
+SECURE_RES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "lua", "secure_res.lua")
+
 
 BIG = bytes(65 + (i * 7) % 26 for i in range(262144))
 
@@ -69,8 +47,7 @@ def dtls_conf(d, extra="", dtls=None, listen=None):
         dtls = ("psk = ( %s );" % ", ".join('{ identity = "%s"; key = "%s"; }' % kv
                                           for kv in PSK))
     script = os.path.join(d, "secure.lua")
-    with open(script, "w") as f:
-        f.write(LUA)
+    shutil.copy(SECURE_RES, script)
     path = os.path.join(d, "moonlet.conf")
     with open(path, "w") as f:
         f.write('listen = [ %s ];\n' % (listen or '"coap://[::1]:0", "coaps://127.0.0.1:0"'))

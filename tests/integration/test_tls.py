@@ -45,28 +45,9 @@ X509_ID = "x509|CN=sensor-7,O=moonlet|dns:sensor-7.example"
 
 # ---- material -------------------------------------------------------------------------
 
-LUA = r'''
-local moonlet = require "moonlet"
-moonlet.resource{ path = "/who", get = function(req)
-  local id = req.identity
-  return moonlet.CONTENT, id.auth .. "|" .. id.name .. "|" .. table.concat(id.alt, ",")
-end }
-moonlet.resource{ path = "/secret", secure = true,
-  get = function() return moonlet.CONTENT, "secret" end }
-moonlet.resource{ path = "/sensors", allow = { "psk:sensor-*", "x509:dns:*.example" },
-  get = function() return moonlet.CONTENT, "sensors" end }
-local big = {}
-for i = 0, 262143 do big[#big + 1] = string.char(65 + (i * 7) % 26) end
-big = table.concat(big)
-moonlet.resource{ path = "/big", get = function() return moonlet.CONTENT, big end }
-moonlet.resource{ path = "/up", put = function(req)
-  return moonlet.CHANGED, tostring(#req.payload) .. ":" .. (req.payload == big and "same" or "diff")
-end }
-local n = 0
-local clock = moonlet.resource{ path = "/clock", obs = true,
-  get = function() return moonlet.CONTENT, tostring(n) end }
-moonlet.every(0.2, function() n = n + 1; clock:notify() end)
-'''
+SECURE_RES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "lua", "secure_res.lua")
+
 
 BIG = bytes(65 + (i * 7) % 26 for i in range(262144))
 LISTEN = '"coap://[::1]:0", "coap+tcp://127.0.0.1:0", "coaps+tcp://127.0.0.1:0"'
@@ -84,8 +65,7 @@ def x509_group(extra=""):
 
 def tls_conf(d, dtls, listen=LISTEN, extra=""):
     script = os.path.join(d, "tls.lua")
-    with open(script, "w") as f:
-        f.write(LUA)
+    shutil.copy(SECURE_RES, script)
     path = os.path.join(d, "moonlet.conf")
     with open(path, "w") as f:
         f.write("listen = [ %s ];\n" % listen)
