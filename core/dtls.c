@@ -1919,6 +1919,33 @@ tls_open(struct server *srv, const char *addr, unsigned port, struct dtls_creds 
     return ep;
 }
 
+int
+tls_ws_accept(const char *key, char *out, size_t len)
+{
+    /* RFC 6455 §4.2.2: base64(SHA-1(key ++ the GUID)) */
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    char in[128];
+    uint8_t h[20];
+    gnutls_datum_t d = {h, sizeof h}, b64 = {0};
+    size_t n = strlen(key);
+
+    if (n != 24 || n + sizeof guid > sizeof in)     /* 16 bytes in base64 */
+        return -1;
+    memcpy(in, key, n);
+    memcpy(in + n, guid, sizeof guid - 1);
+    if (gnutls_hash_fast(GNUTLS_DIG_SHA1, in, n + sizeof guid - 1, h) < 0 ||
+        gnutls_base64_encode2(&d, &b64) < 0)
+        return -1;
+    if (b64.size + 1 > len) {
+        gnutls_free(b64.data);
+        return -1;
+    }
+    memcpy(out, b64.data, b64.size);
+    out[b64.size] = '\0';
+    gnutls_free(b64.data);
+    return 0;
+}
+
 void
 dtls_set_creds(struct endpoint *ep, struct dtls_creds *creds)
 {

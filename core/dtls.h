@@ -70,6 +70,9 @@ struct endpoint *dtls_open(struct server *srv, const char *addr, unsigned port,
  * (a reference is taken). NULL with err. */
 struct endpoint *tls_open(struct server *srv, const char *addr, unsigned port,
                           struct dtls_creds *creds, char *err, size_t errlen);
+/* The Sec-WebSocket-Accept value for key (RFC 6455 §4.2.2) into out; 0, or -1 for a key
+ * that is not 24 characters. (GnuTLS's SHA-1 and base64: this file holds GnuTLS.) */
+int tls_ws_accept(const char *key, char *out, size_t len);
 /* New handshakes on ep use creds from now on (SIGHUP); established sessions keep theirs. */
 void dtls_set_creds(struct endpoint *ep, struct dtls_creds *creds);
 /* The counters for the SIGUSR1 line, as " dtls_... N" pairs appended to buf. */

@@ -344,7 +344,7 @@ static const struct scheme schemes[] = {
     {"coaps", 5684, 1, coaps_open},     /* RFC 7252 §6.2: DTLS */
     {"coap+tcp", 5683, 0, tcp_open},    /* RFC 8323 §8.1 */
     {"coaps+tcp", 5684, 1, coaps_tcp_open},     /* RFC 8323 §8.2: TLS */
-    {"coap+ws", 80, 0, NULL},           /* RFC 8323 §8.3 */
+    {"coap+ws", 80, 0, ws_open},        /* RFC 8323 §8.3 */
     {"coaps+ws", 443, 1, NULL},         /* RFC 8323 §8.4 */
 };
 

@@ -292,7 +292,7 @@ out(struct conn *c, struct iovec *iov, int n)
     for (int i = 0; i < n; i++)
         len += iov[i].iov_len;
     c->sess->last = ev_now(c->srv->loop);
-    if (st->batch == c) {
+    if (st->batch == c && !c->io->messages) {
         if (st->batch_len + len > sizeof st->tx)
             batch_flush(st);
         if (len <= sizeof st->tx) {
@@ -348,7 +348,15 @@ send_msg(struct conn *c, unsigned code, const uint8_t *token, unsigned tkl,
          const uint8_t *body, size_t len)
 {
     uint8_t h[FRAME_HEAD_MAX + MSG_TOKEN_MAX];
-    size_t hl = frame_head(h, len, tkl, code);
+    size_t hl;
+
+    if (c->io->messages) {      /* §4.4: Len 0, no extended length: the frame says it */
+        h[0] = (uint8_t)tkl;
+        h[1] = (uint8_t)code;
+        hl = 2;
+    } else {
+        hl = frame_head(h, len, tkl, code);
+    }
     struct iovec iov[2] = {{h, hl + tkl}, {(void *)body, len}};
 
     if (tkl)
@@ -674,6 +682,28 @@ feed(struct conn *c, const uint8_t *p, size_t n)
             return;
         }
     }
+}
+
+void
+stream_message(struct conn *c, const uint8_t *p, size_t len)
+{
+    if (c->dying)
+        return;
+    /* §4.4: the TCP header with Len 0 and no extended length: any other Len is a format
+     * error, as is a TKL of 9-15 or a message too short for its token */
+    if (len < 2 || p[0] >> 4 != 0) {
+        abort_conn(c, 0, "message format error (WebSocket: Len must be 0)");
+        return;
+    }
+    if ((p[0] & 15) > MSG_TOKEN_MAX) {
+        abort_conn(c, 0, "reserved token length");
+        return;
+    }
+    if (2u + (p[0] & 15) > len) {
+        abort_conn(c, 0, "message format error");
+        return;
+    }
+    frame_in(c, p, len, 2);
 }
 
 /* Has a closing connection answered everything it owes? Then it goes. */

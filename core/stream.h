@@ -32,6 +32,9 @@ struct stream_io {
      * holds)? Are decrypted bytes waiting that the socket will not signal? */
     int (*want_write)(struct conn *c);
     int (*buffered)(struct conn *c);
+    /* 1: the transport delimits messages itself (WebSockets: RFC 8323 §4.4, a header
+     * without a length); read hands each one to stream_message, writev takes one */
+    int messages;
 };
 
 /* A plain socket's (tcp.c): recv and sendmsg, non-blocking. */
@@ -42,6 +45,8 @@ extern const struct stream_io tcp_plain_io;
  * NULL if the connection limits refuse it (fd is then closed, io_state freed). */
 struct conn *stream_accept(struct endpoint *ep, int fd, const struct peer *p,
                            const struct stream_io *io, void *io_state);
+/* A whole message of a message transport (io.messages), in the §4.4 format. */
+void stream_message(struct conn *c, const uint8_t *p, size_t len);
 /* The socket of c, the I/O state given to stream_accept, its peer, its listener. */
 int stream_fd(const struct conn *c);
 void *stream_io_state(const struct conn *c);

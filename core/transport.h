@@ -107,6 +107,9 @@ void udp_close(struct endpoint *ep);
 /* coap+tcp:// listener on addr:port (RFC 8323 §8.1); NULL with *err set. */
 struct endpoint *tcp_open(struct server *srv, const char *addr, unsigned port, char *err,
                           size_t errlen);
+/* coap+ws:// listener on addr:port (RFC 8323 §4, §8.3); NULL with *err set. */
+struct endpoint *ws_open(struct server *srv, const char *addr, unsigned port, char *err,
+                         size_t errlen);
 /* A listening TCP socket for transport tp: each connection accepted (its socket
  * non-blocking, Nagle off) goes to accept. NULL with *err set. */
 struct endpoint *tcp_listen(struct server *srv, const struct transport *tp, const char *addr,

@@ -140,7 +140,7 @@ def t_check_lua_sets():
 def t_check_errors():
     with Dir() as d:
         f = d.file("bad.conf", "\n".join([
-            'listen = [ "coap://[::1]:0", "coap+ws://[::1]:0" ];',    # 1
+            'listen = [ "coap://[::1]:0", "coaps+ws://[::1]:0" ];',   # 1
             'setings = { x = 1; };',                          # 2
             'settings = { ack_timeout = "soon";',             # 3
             '             bogus = 1; };',                     # 4
@@ -152,8 +152,8 @@ def t_check_errors():
         eq(rc, 1, "exit status")
         got = sorted(errors_of(out))
         want = sorted([
-            f + ":1: listen: 'coap+ws://[::1]:0': coap+ws:// listeners are not built yet "
-            "(coap://, coaps://, coap+tcp://, coaps+tcp:// only)",
+            f + ":1: listen: 'coaps+ws://[::1]:0': coaps+ws:// listeners are not built yet "
+            "(coap://, coaps://, coap+tcp://, coaps+tcp://, coap+ws:// only)",
             f + ":2: unknown key 'setings' (listen, multicast, log_level, settings, lua, "
             "plugins, scripts, watch, admin, dtls, access)",
             f + ":3: settings: ack_timeout=soon: not a number",
@@ -168,11 +168,11 @@ def t_check_errors():
 @test("-l with a scheme not built yet, or no listener URI at all -> one error line saying "
       "which, exit 1")
 def t_cli_listen_errors():
-    for uri, want in (("coap+ws://[::1]:0", "coap+ws:// listeners are not built yet "
-                                             "(coap://, coaps://, coap+tcp://, coaps+tcp:// "
-                                             "only)"),
+    for uri, want in (("coaps+ws://[::1]:0", "coaps+ws:// listeners are not built yet "
+                                              "(coap://, coaps://, coap+tcp://, coaps+tcp://, "
+                                              "coap+ws:// only)"),
                       ("http://x", "not SCHEME://ADDR:PORT (coap://, coaps://, coap+tcp://, "
-                                   "coaps+tcp://; IPv6 in brackets)"),
+                                   "coaps+tcp://, coap+ws://; IPv6 in brackets)"),
                       ("coaps://[::1]:99999", "not SCHEME://ADDR:PORT")):
         rc, out = run_moonlet(["-l", uri], plugins=[])
         errs = errors_of(out)

@@ -1,0 +1,462 @@
+#!/usr/bin/env python3
+"""test_ws.py -- CoAP over WebSockets (coap+ws://, RFC 8323 §4) on loopback: the HTTP/1.1
+upgrade at /.well-known/coap with the subprotocol coap (RFC 6455 §4, RFC 8323 §4.2-4.3),
+binary messages in the §4.4 format, and the MALFORMED.md rows W1-W6 plus the T rows that
+apply. A WebSocket client of its own (stdlib: masked frames, fragmentation, control frames)
+carries RFC 8323 frames: rfc8323.FrameConn over it, so requests are built as for TCP and
+converted to §4.4 (no length) on the way.
+
+  python3 tests/integration/test_ws.py --moonlet build/moonlet \\
+      --plugins build/plugins/hello.so build/tests/t_basic.so [-k NAME] [--list] [-v]
+
+Every test starts its own server with `-l coap+ws://127.0.0.1:0` (the port comes from its
+`ready coap+ws://...` line); the runner stops it by PID.
+"""
+
+import base64
+import hashlib
+import os
+import re
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from coaptest import (CONTENT, GET, OBSERVE, Server, cfg, check, eq, main,  # noqa: E402
+                      note, stats, test)
+from rfc8323 import (ABORT, CSM, CSM_OK, OPT_BWT, OPT_MMS, PING,  # noqa: E402
+                     Frame, FrameConn, block_val, frame, frame_size, req)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TCP_RES = os.path.join(ROOT, "tests", "lua", "tcp_res.lua")
+NODE_DIR = os.path.join(ROOT, "tests", "integration", "node")
+READY_WS_RE = re.compile(r"ready coap\+ws://\S+:(\d+)")
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+TEXT, BINARY, CLOSE, WPING, WPONG = 1, 2, 8, 9, 10
+BLOCK2 = 23
+BIG = b"".join(((i * 2654435761) & 0xFFFFFFFF).to_bytes(4, "big") for i in range(65536))
+
+
+def upgrade_request(key, path="/.well-known/coap", protocol="coap", version="13",
+                    method="GET", extra=""):
+    r = "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" % (
+        method, path)
+    if key is not None:
+        r += "Sec-WebSocket-Key: %s\r\n" % key
+    if version is not None:
+        r += "Sec-WebSocket-Version: %s\r\n" % version
+    if protocol is not None:
+        r += "Sec-WebSocket-Protocol: %s\r\n" % protocol
+    return (r + extra + "\r\n").encode()
+
+
+def ws_frame(op, payload, mask=True, fin=True, length=None):
+    n = len(payload) if length is None else length
+    h = bytes([(0x80 if fin else 0) | op])
+    m = 0x80 if mask else 0
+    if n < 126:
+        h += bytes([m | n])
+    elif n < 65536:
+        h += bytes([m | 126]) + struct.pack(">H", n)
+    else:
+        h += bytes([m | 127]) + struct.pack(">Q", n)
+    if not mask:
+        return h + payload
+    k = os.urandom(4)
+    return h + k + bytes(b ^ k[i % 4] for i, b in enumerate(payload))
+
+
+def to_ws(data):
+    """An RFC 8323 §3.2 frame as a §4.4 message: Len 0, no extended length."""
+    fs = frame_size(data)
+    return bytes([data[0] & 15, data[fs[1] - 1]]) + data[fs[1]:]
+
+
+def from_ws(msg):
+    """A §4.4 message as a §3.2 frame (for FrameConn's parser)."""
+    tkl, body = msg[0] & 15, msg[2 + (msg[0] & 15):]
+    return frame(msg[1], msg[2:2 + tkl], body=body)
+
+
+class Ws(FrameConn):
+    """A WebSocket connection carrying CoAP: the upgrade, then frames. .head: the HTTP
+    answer; .closes: the close frames received as (code, reason); .eof as for TCP."""
+
+    close_wait = 3.5
+
+    def __init__(self, port, csm=CSM_OK, upgrade=True, **kw):
+        FrameConn.__init__(self)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.wbuf, self.closes, self.pongs, self.head = bytearray(), [], [], b""
+        self.key = base64.b64encode(os.urandom(16)).decode()
+        if upgrade:
+            self.sock.sendall(upgrade_request(self.key, **kw))
+            self.read_head()
+            check(self.head.startswith(b"HTTP/1.1 101 "), "upgrade refused: %r" % self.head)
+            self.start(csm)
+
+    def read_head(self, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.wbuf and time.monotonic() < deadline:
+            r, _, _ = select.select([self.sock], [], [], max(0, deadline - time.monotonic()))
+            if not r:
+                break
+            try:
+                d = self.sock.recv(65536)
+            except ConnectionResetError:
+                d = b""
+            if not d:
+                self.eof = "fin"
+                break
+            self.wbuf += d
+        i = self.wbuf.find(b"\r\n\r\n")
+        if i >= 0:
+            self.head, self.wbuf = bytes(self.wbuf[:i + 4]), self.wbuf[i + 4:]
+        else:
+            self.head, self.wbuf = bytes(self.wbuf), bytearray()
+        return self.head
+
+    def close(self):
+        self.sock.close()
+
+    def raw(self, data):
+        self.sock.sendall(data)
+
+    def _send(self, data):
+        self.sock.sendall(ws_frame(BINARY, to_ws(data)))
+
+    def _frame(self):
+        """One WebSocket frame from wbuf: (fin, op, payload) or None."""
+        b = self.wbuf
+        if len(b) < 2:
+            return None
+        n, i = b[1] & 127, 2
+        if n == 126:
+            if len(b) < 4:
+                return None
+            n, i = struct.unpack(">H", b[2:4])[0], 4
+        elif n == 127:
+            if len(b) < 10:
+                return None
+            n, i = struct.unpack(">Q", b[2:10])[0], 10
+        check(not b[1] & 0x80, "a masked frame from the server")
+        if len(b) < i + n:
+            return None
+        f = (b[0] >> 7, b[0] & 15, bytes(b[i:i + n]))
+        del b[:i + n]
+        return f
+
+    def _read(self, timeout):
+        deadline = time.monotonic() + timeout
+        out = b""
+        while True:
+            f = self._frame()
+            while f is not None:
+                fin, op, payload = f
+                check(fin, "a fragmented message from the server")
+                if op == BINARY:
+                    out += from_ws(payload)
+                elif op == CLOSE:
+                    code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
+                    self.closes.append((code, payload[2:]))
+                elif op == WPING:
+                    self.raw(ws_frame(WPONG, payload))
+                elif op == WPONG:
+                    self.pongs.append(payload)
+                else:
+                    check(False, "unexpected frame op %d from the server" % op)
+                f = self._frame()
+            if out:
+                return out
+            r, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
+            if not r:
+                return None
+            try:
+                d = self.sock.recv(1 << 20)
+            except ConnectionResetError:
+                self.eof = "reset"
+                return b""
+            if not d:
+                self.eof = "fin"
+                return b""
+            self.wbuf += d
+
+
+class WsServer:
+    """moonlet with a coap+ws:// listener on 127.0.0.1."""
+
+    def __init__(self, opts=None, lua=False):
+        plugins = list(cfg.plugins) + ([TCP_RES] if lua else [])
+        self.srv = Server(opts=opts, plugins=plugins, args=["-l", "coap+ws://127.0.0.1:0"])
+        m = self.srv.log.wait_for(READY_WS_RE.pattern, 5.0)
+        check(m, "no 'ready coap+ws://' line:\n" + self.srv.log.text())
+        self.port = int(m.group(1))
+
+    def ws(self, **kw):
+        return Ws(self.port, **kw)
+
+    def refused(self, data, want_status):
+        """Send an HTTP request head: the answer's status line starts with want_status and
+        the connection closes."""
+        w = Ws(self.port, upgrade=False)
+        try:
+            w.raw(data)
+            head = w.read_head()
+            check(head.startswith(b"HTTP/1.1 " + want_status.encode()),
+                  "expected %s, got %r" % (want_status, head[:200]))
+            w.closed(3.0)
+            return head
+        finally:
+            w.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.srv.stop()
+
+
+def serving(s):
+    with s.ws() as w:
+        eq(w.ask(req(GET, b"\x5e", "hello"), CONTENT).payload, b"Hello, world", "/hello")
+
+
+# ---- the upgrade (RFC 6455 §4.2, RFC 8323 §4.3) -------------------------------------------
+
+@test("upgrade at /.well-known/coap with Sec-WebSocket-Protocol: coap -> 101, the right "
+      "Sec-WebSocket-Accept, protocol coap; then the server's CSM, GET /hello, Ping -> Pong")
+def t_upgrade():
+    with WsServer() as s, s.ws() as w:
+        want = base64.b64encode(hashlib.sha1(w.key.encode() + GUID).digest())
+        check(b"Sec-WebSocket-Accept: " + want + b"\r\n" in w.head, "accept key: %r" % w.head)
+        check(b"Sec-WebSocket-Protocol: coap\r\n" in w.head, "protocol: %r" % w.head)
+        eq([(n, v) for n, v in w.server_csm.options], [(OPT_MMS, (8192).to_bytes(2, "big")),
+                                                        (OPT_BWT, b"")], "the server's CSM")
+        eq(w.ask(req(GET, b"\x01", "hello"), CONTENT).payload, b"Hello, world", "/hello")
+        w.alive()
+
+
+@test("W1 and the other refusals: no coap subprotocol -> 400, version 12 -> 426 with "
+      "Sec-WebSocket-Version: 13, another path -> 404, POST -> 405, no key -> 400, "
+      "a bad key -> 400, garbage -> 400, no Host -> 400; the server goes on")
+def t_w1_refusals():
+    key = base64.b64encode(b"0123456789abcdef").decode()
+    with WsServer() as s:
+        s.refused(upgrade_request(key, protocol=None), "400")
+        s.refused(upgrade_request(key, protocol="mqtt, wamp"), "400")
+        head = s.refused(upgrade_request(key, version="12"), "426")
+        check(b"Sec-WebSocket-Version: 13\r\n" in head, "426 without the version: %r" % head)
+        s.refused(upgrade_request(key, path="/"), "404")
+        s.refused(upgrade_request(key, method="POST"), "405")
+        s.refused(upgrade_request(None), "400")
+        s.refused(upgrade_request("short"), "400")
+        s.refused(b"\x16\x03\x01 this is not HTTP\r\n\r\n", "400")
+        s.refused(b"GET /.well-known/coap HTTP/1.1\r\nUpgrade: websocket\r\nConnection: "
+                  b"Upgrade\r\nSec-WebSocket-Key: " + key.encode() + b"\r\n"
+                  b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n", "400")
+        serving(s)
+
+
+@test("W6 a request head over 8 KiB -> 431; a head never finished -> closed at the "
+      "handshake deadline (-o tls_handshake_timeout=0.5)")
+def t_w6():
+    with WsServer({"tls_handshake_timeout": 0.5}) as s:
+        key = base64.b64encode(b"0123456789abcdef").decode()
+        s.refused(upgrade_request(key, extra="X-Pad: %s\r\n" % ("a" * 9000)), "431")
+        w = Ws(s.port, upgrade=False)
+        t0 = time.monotonic()
+        w.raw(b"GET /.well-known/coap HTTP/1.1\r\nHost: x\r\n")
+        w.closed(3.0)
+        took = time.monotonic() - t0
+        check(0.4 < took < 2.5, "closed after %.2fs" % took)
+        serving(s)
+
+
+@test("frames sent right behind the upgrade request, in the same write, are served")
+def t_pipelined_after_upgrade():
+    with WsServer() as s:
+        w = Ws(s.port, upgrade=False)
+        try:
+            w.raw(upgrade_request(w.key) + ws_frame(BINARY, to_ws(CSM_OK)) +
+                  ws_frame(BINARY, to_ws(req(GET, b"\x02", "hello"))))
+            w.read_head()
+            check(w.head.startswith(b"HTTP/1.1 101"), "upgrade: %r" % w.head)
+            w.expect(CSM, what="the server's CSM")
+            eq(w.expect(CONTENT, b"\x02").payload, b"Hello, world", "/hello")
+        finally:
+            w.close()
+
+
+# ---- framing (RFC 6455 §5, RFC 8323 §4.4) -------------------------------------------------
+
+@test("W2 a text frame -> close 1003; W3 an unmasked client frame -> close 1002")
+def t_w2_w3():
+    with WsServer() as s:
+        with s.ws() as w:
+            w.raw(ws_frame(TEXT, b"hello"))
+            w.closed()
+            eq([c for c, _ in w.closes], [1003], "close codes")
+        with s.ws() as w:
+            w.raw(ws_frame(BINARY, to_ws(req(GET, b"\x03", "hello")), mask=False))
+            w.closed()
+            eq([c for c, _ in w.closes], [1002], "close codes")
+        serving(s)
+
+
+@test("W4 a frame length of 2^62 -> close 1009, of 2^63 (top bit set: a protocol error) -> "
+      "a close; nothing allocated either way; a message over tcp_max_message -> 1009; "
+      "fragments whose total exceeds it -> 1009")
+def t_w4():
+    with WsServer({"tcp_max_message": 2048}) as s:
+        with s.ws() as w:       # the top bit must be 0 (§5.2): a protocol error
+            w.raw(bytes([0x82, 0xFF]) + struct.pack(">Q", 1 << 63) + os.urandom(4) +
+                  b"x" * 100)
+            w.closed()
+            check(len(w.closes) == 1 and w.closes[0][0] in (None, 1002, 1009),
+                  "close codes (2^63): %r" % w.closes)
+        with s.ws() as w:
+            w.raw(bytes([0x82, 0xFF]) + struct.pack(">Q", 1 << 62) + os.urandom(4) +
+                  b"x" * 100)
+            w.closed()
+            eq([c for c, _ in w.closes], [1009], "close codes (2^62)")
+        with s.ws() as w:
+            w.raw(ws_frame(BINARY, b"\x00\x02" + b"x" * 3000))
+            w.closed()
+            eq([c for c, _ in w.closes], [1009], "close codes (3000 bytes)")
+        with s.ws() as w:
+            part = b"\x00\x02" + b"x" * 1500
+            w.raw(ws_frame(BINARY, part, fin=False) + ws_frame(0, b"y" * 1500))
+            w.closed()
+            eq([c for c, _ in w.closes], [1009], "close codes (fragments)")
+        serving(s)
+
+
+@test("fragmentation: a request in three fragments with a ping between them is one message")
+def t_fragments():
+    with WsServer() as s, s.ws() as w:
+        m = to_ws(req(GET, b"\x04", "hello"))
+        w.raw(ws_frame(BINARY, m[:2], fin=False) + ws_frame(0, m[2:5], fin=False) +
+              ws_frame(WPING, b"p") + ws_frame(0, m[5:]))
+        eq(w.expect(CONTENT, b"\x04").payload, b"Hello, world", "/hello")
+        eq(w.pongs, [b"p"], "the Pong to our ping")
+
+
+@test("W5 a CoAP message with a nonzero Len nibble -> Abort, closed; TKL 9 -> Abort; a "
+      "first message that is not CSM -> Abort (T1)")
+def t_w5():
+    with WsServer() as s:
+        with s.ws() as w:
+            w.raw(ws_frame(BINARY, bytes([0x31, GET, 0x05]) + b"\xb5hello"))
+            f = w.expect(ABORT, what="the Abort")
+            check(b"Len must be 0" in f.payload, "diagnostic %r" % f.payload)
+            w.closed()
+        with s.ws() as w:
+            w.raw(ws_frame(BINARY, bytes([0x09, GET]) + b"123456789"))
+            check(b"token length" in w.expect(ABORT).payload, "TKL 9")
+        with s.ws(csm=None) as w:
+            w.raw(ws_frame(BINARY, to_ws(req(GET, b"\x06", "hello"))))
+            check(b"CSM" in w.expect(ABORT).payload, "not CSM first")
+        serving(s)
+
+
+@test("a close frame from the client mid-message -> the server answers the close and ends")
+def t_close():
+    with WsServer() as s, s.ws() as w:
+        w.raw(ws_frame(BINARY, b"\x00", fin=False) + ws_frame(CLOSE, struct.pack(">H", 1000)))
+        w.closed()
+        check(w.closes and w.closes[0][0] in (1000, 1002), "close codes %r" % w.closes)
+        serving(s)
+
+
+# ---- CoAP over it ---------------------------------------------------------------------------
+
+@test("Observe over WebSockets: notifications under the token; the connection's close "
+      "ends the observation")
+def t_observe():
+    with WsServer(lua=True) as s:
+        with s.ws() as w:
+            f = w.ask(req(GET, b"\x0b", "tcp/clock", options=[(OBSERVE, 0)]), CONTENT)
+            n0 = int(f.payload[2:])
+            got = [int(w.expect(CONTENT, b"\x0b").payload[2:]) for _ in range(3)]
+            check(got[0] > n0 and got == sorted(set(got)), "values %r after %d" % (got, n0))
+        deadline = time.monotonic() + 3
+        while stats(s.srv)["observers"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        eq(stats(s.srv)["observers"], 0, "observers after the close")
+
+
+@test("block-wise 256 KiB over WebSockets: 1024-byte blocks, and BERT blocks (the peer's "
+      "CSM says 65536 bytes and Block-Wise-Transfer)")
+def t_blockwise():
+    with WsServer(lua=True) as s:
+        for mms, szx in ((1152, 6), (65536, 7)):
+            with s.ws(csm=frame(CSM, options=[(OPT_MMS, mms), (OPT_BWT, b"")])) as w:
+                data, num, frames = b"", 0, 0
+                opts = [(BLOCK2, szx)] if szx == 6 else []
+                while True:
+                    f = w.ask(req(GET, b"\x0c", "tcp/big", options=opts), CONTENT)
+                    frames += 1
+                    n, more, z = block_val(f.opt(BLOCK2))
+                    eq(z, szx, "SZX")
+                    data += f.payload
+                    if not more:
+                        break
+                    num = n + len(f.payload) // (1024 if z == 7 else 16 << z)
+                    opts = [(BLOCK2, num << 4 | z)]
+                check(data == BIG, "body differs (SZX %d)" % szx)
+                note("SZX %d: %d messages" % (szx, frames))
+
+
+@test("SIGTERM: an open WebSocket gets 7.04 Release, then the WebSocket close (1001)")
+def t_sigterm():
+    s = WsServer()
+    try:
+        w = s.ws()
+        w.alive()
+        s.srv.stop()
+        frames = w.closed(5.0)
+        eq([f.code_str for f in frames], ["7.04"], "frames before the close")
+        eq([c for c, _ in w.closes], [1001], "close codes")
+    finally:
+        s.srv.stop()
+
+
+@test("the limits of coap+tcp:// hold: -o tcp_per_address=2 closes a third connection "
+      "before the upgrade is read")
+def t_limits():
+    with WsServer({"tcp_per_address": 2}) as s:
+        a, b = s.ws(), s.ws()
+        c = Ws(s.port, upgrade=False)
+        try:
+            c.raw(upgrade_request(c.key))
+            eq(c.read_head(3.0), b"", "an answer to the third")
+        finally:
+            c.close()
+        a.close()
+        b.alive()
+        b.close()
+
+
+@test("node's ws package (an independent WebSocket client): subprotocol coap agreed; the "
+      "server's CSM, GET /hello -> 2.05 'Hello, world', Ping -> Pong; its close 1000 echoed")
+def t_node_ws():
+    with WsServer() as s:
+        url = "ws://127.0.0.1:%d/.well-known/coap" % s.port
+        msgs = [to_ws(CSM_OK), to_ws(req(GET, b"\x42", "hello")), to_ws(frame(PING, b"\x77"))]
+        p = subprocess.run(["node", os.path.join(NODE_DIR, "ws.js"), url] +
+                           [m.hex() for m in msgs], capture_output=True, text=True, timeout=20)
+        lines = p.stdout.split("\n")
+        eq((p.returncode, lines[0]), (0, "proto coap"), "node ws.js (stderr %r)" % p.stderr)
+        raw = [from_ws(bytes.fromhex(ln[2:])) for ln in lines if ln.startswith("< ")]
+        got = [Frame(r, frame_size(r)[1]) for r in raw]
+        eq([(f.code_str, f.token) for f in got], [("7.01", b""), ("2.05", b"\x42"),
+                                                  ("7.03", b"\x77")], "messages received")
+        eq(got[1].payload, b"Hello, world", "GET /hello")
+        check("closed 1000" in lines, "close: %r" % lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
