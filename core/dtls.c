@@ -1549,19 +1549,6 @@ dtls_send(struct endpoint *ep, const struct peer *to, const uint8_t *buf, size_t
     return gnutls_record_send(c->s, buf, len) < 0 ? -1 : 0;
 }
 
-static int
-dtls_send_none(struct endpoint *ep, const struct peer *to, const uint8_t *buf, size_t len)
-{
-    (void)ep, (void)to, (void)buf, (void)len;
-    return -1;          /* a connection's messages go through the stream layer */
-}
-
-static void
-dtls_flush_none(struct endpoint *ep)
-{
-    (void)ep;
-}
-
 static const struct moonlet_identity *
 dtls_identity(const struct session *s)
 {
@@ -1889,8 +1876,8 @@ static const struct transport tls_transport = {
     .scheme = "coaps+tcp",
     .ml = &stream_layer,
     .secure = 1,
-    .send = dtls_send_none,
-    .flush = dtls_flush_none,
+    .send = stream_send,
+    .flush = stream_flush,
     .close = tls_close,
     .identity = tls_identity,
     .detach = stream_detach,

@@ -57,6 +57,10 @@ struct endpoint *stream_endpoint(const struct conn *c);
 void stream_endpoint_close(struct endpoint *ep);
 /* The core dropped the session of one of ep's connections: the connection goes. */
 void stream_detach(struct endpoint *ep, struct session *s);
+/* transport.send and .flush of a connection-based transport: nothing goes to a peer
+ * address, every connection writes its own. */
+int stream_send(struct endpoint *ep, const struct peer *to, const uint8_t *buf, size_t len);
+void stream_flush(struct endpoint *ep);
 /* Connections open now (for the SIGUSR1 line and tests). */
 unsigned stream_count(const struct server *srv);
 void stream_fini(struct server *srv);

@@ -84,19 +84,6 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-static int
-tcp_send(struct endpoint *ep, const struct peer *to, const uint8_t *buf, size_t len)
-{
-    (void)ep, (void)to, (void)buf, (void)len;
-    return -1;                  /* a connection's messages go through stream.c */
-}
-
-static void
-tcp_flush(struct endpoint *ep)
-{
-    (void)ep;                   /* each connection writes its own */
-}
-
 void
 tcp_unlisten(struct endpoint *ep)
 {
@@ -107,18 +94,12 @@ tcp_unlisten(struct endpoint *ep)
     free(ep);
 }
 
-static void
-tcp_close(struct endpoint *ep)
-{
-    tcp_unlisten(ep);
-}
-
 static const struct transport tcp_transport = {
     .scheme = "coap+tcp",
     .ml = &stream_layer,
-    .send = tcp_send,
-    .flush = tcp_flush,
-    .close = tcp_close,
+    .send = stream_send,
+    .flush = stream_flush,
+    .close = tcp_unlisten,
     .detach = stream_detach,
 };
 

@@ -411,24 +411,11 @@ ws_accept(struct endpoint *ep, int fd, const struct peer *p)
     stream_accept(ep, fd, p, &ws_io, w);
 }
 
-static int
-ws_send(struct endpoint *ep, const struct peer *to, const uint8_t *buf, size_t len)
-{
-    (void)ep, (void)to, (void)buf, (void)len;
-    return -1;                  /* a connection's messages go through stream.c */
-}
-
-static void
-ws_flush(struct endpoint *ep)
-{
-    (void)ep;
-}
-
 static const struct transport ws_transport = {
     .scheme = "coap+ws",
     .ml = &stream_layer,
-    .send = ws_send,
-    .flush = ws_flush,
+    .send = stream_send,
+    .flush = stream_flush,
     .close = tcp_unlisten,
     .detach = stream_detach,
 };

@@ -48,19 +48,6 @@
 
 /* ---- the endpoint: tcp.c's transport without the listening socket (and its plain I/O) */
 
-static int
-sf_send(struct endpoint *ep, const struct peer *to, const uint8_t *buf, size_t len)
-{
-    (void)ep, (void)to, (void)buf, (void)len;
-    return -1;
-}
-
-static void
-sf_flush(struct endpoint *ep)
-{
-    (void)ep;
-}
-
 static void
 sf_close(struct endpoint *ep)
 {
@@ -71,8 +58,8 @@ sf_close(struct endpoint *ep)
 static const struct transport sf_transport = {
     .scheme = "coap+tcp",
     .ml = &stream_layer,
-    .send = sf_send,
-    .flush = sf_flush,
+    .send = stream_send,
+    .flush = stream_flush,
     .close = sf_close,
     .detach = stream_detach,
 };
