@@ -23,8 +23,12 @@
 int
 answer_dispatch(struct server *srv, struct moonlet_req *req, struct moonlet_resp *resp)
 {
-    if (dispatch(srv, req, resp) != MOONLET_DEFERRED)
+    req->t0 = ev_now(srv->loop);
+    req->met = NULL;
+    if (dispatch(srv, req, resp) != MOONLET_DEFERRED) {
+        metrics_answer(srv, req->method, resp->code, req->met, req->t0);
         return MOONLET_OK;
+    }
     if (req->pd) {              /* NULL: already answered from inside the handler */
         req->pd->req = NULL;
         answer_start(srv, req->pd);
@@ -53,6 +57,7 @@ pending_answer(moonlet_pending *pd)
     }
     if (pd->res)
         dispatch_changed(srv, pd->res, pd->blk.method, pd->resp.code);
+    metrics_answer(srv, pd->method, pd->resp.code, pd->met, pd->t0);
     if (s->ep)                  /* NULL: the peer is gone (its session was closed) */
         s->ep->tp->ml->answer(srv, pd);
 }
@@ -165,6 +170,9 @@ answer_defer(struct moonlet_req *req, unsigned deadline_ms)
     if (req->obs)
         req->obs->pd = pd;
     pd->res = req->res;
+    pd->met = req->met;
+    pd->t0 = req->t0;
+    pd->method = req->method;
     pd->mid = req->m->mid;
     pd->tkl = req->m->tkl;
     memcpy(pd->token, req->m->token, req->m->tkl);

@@ -256,6 +256,8 @@ serve_block(struct server *srv, const struct block_ctx *c, const struct moonlet_
         moonlet_resp_option(resp, MOONLET_OPT_ETAG, etag, elen);
     moonlet_resp_option_uint(resp, MOONLET_OPT_BLOCK2,
                              block_encode((uint32_t)(off / unit), off + n < total, szx));
+    if (off > 0 && off + n >= total)    /* the last of several blocks: a download done */
+        srv->m.downloads_done++;
     /* §4: Size2 tells the size on the first block, and whenever asked with Size2 = 0 */
     if (off == 0 || c->want_size2)
         moonlet_resp_option_uint(resp, MOONLET_OPT_SIZE2, (uint32_t)total);
@@ -289,6 +291,7 @@ xfer2_free(struct server *srv, struct session *s, struct xfer2 *x)
     *pp = x->next;
     rep_release(srv, x->rep);
     s->nx2--;
+    srv->m.downloads_open--;
     free(x);
 }
 
@@ -310,6 +313,7 @@ xfer2_set(struct server *srv, struct session *s, const struct block_ctx *c, stru
             rep_release(srv, rep);
             return;
         }
+        srv->m.downloads_open++;
         x->res_id = c->res_id;
         x->variant = c->variant;
         x->method = c->method;
@@ -440,6 +444,7 @@ xfer1_free(struct server *srv, struct xfer1 *x)
     if (x->unv)
         srv->sessions.unv_bytes -= x->cap;
     srv->x1_bytes -= x->cap;
+    srv->m.uploads_open--;
     free(x->buf);
     free(x);
 }
@@ -519,6 +524,7 @@ block1(struct server *srv, struct moonlet_req *req, struct resource *r, struct b
                 simple(resp, MOONLET_SERVICE_UNAVAILABLE, "out of memory");
                 return BLOCK_ANSWERED;
             }
+            srv->m.uploads_open++;
             x->res_id = r->id;
             x->method = req->method;
             x->variant = req->blk.variant;
@@ -625,6 +631,7 @@ ack:
         return BLOCK_ANSWERED;
     }
     /* the last block: the handler gets the whole body; the upload is the request's now */
+    srv->m.uploads_done++;
     xfer1_unlink(s, x);
     req->x1 = x;
     req->payload = r->body ? NULL : x->buf;

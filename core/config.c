@@ -436,7 +436,7 @@ config_parse_listen(const char *uri, struct config_listen *l)
     long port = 5683;
 
     l->addr = NULL;
-    if ((l->scheme = scheme_of(uri)) == NULL || l->scheme->open == NULL)
+    if ((l->scheme = scheme_of(uri)) == NULL)
         return -1;
     port = l->scheme->port;
     p += strlen(l->scheme->name) + 3;
@@ -467,18 +467,15 @@ config_parse_listen(const char *uri, struct config_listen *l)
 const char *
 config_listen_why(const struct config_listen *l, char *buf, size_t len)
 {
-    if (l->scheme && l->scheme->open == NULL)     /* RFC 8323 §8: schemes still to come */
-        snprintf(buf, len, "%s:// listeners are not built yet (%s only)", l->scheme->name,
-                 scheme_names());
-    else
-        snprintf(buf, len, "not SCHEME://ADDR:PORT (%s; IPv6 in brackets)", scheme_names());
+    (void)l;
+    snprintf(buf, len, "not SCHEME://ADDR:PORT (%s; IPv6 in brackets)", scheme_names());
     return buf;
 }
 
 static void
 settings(struct ctx *x, const config_setting_t *g)
 {
-    char val[128], err[256];
+    char val[1024], err[256];
 
     if (!config_setting_is_group(g)) {
         bad(x, g, "settings must be a group: { key = value; ... }", NULL, NULL);

@@ -52,11 +52,9 @@ struct config *config_parse(const char *file, const char *text);
 int config_lua_limit(const char *key, const char *value, unsigned long long *out, char *err,
                      size_t errlen);
 /* Parse "SCHEME://ADDR:PORT" (IPv6 in brackets, port optional: the scheme's default) into
- * l (l->addr malloc'd). 0, or -1 (not such a URI, or a scheme not built yet: l->scheme says
- * which, its open NULL). */
+ * l (l->addr malloc'd). 0, or -1 (not such a URI). */
 int config_parse_listen(const char *uri, struct config_listen *l);
-/* Why config_parse_listen refused (l as it left it), into buf: a scheme not built yet, or
- * not a listener URI. */
+/* Why config_parse_listen refused (l as it left it), into buf: the schemes there are. */
 const char *config_listen_why(const struct config_listen *l, char *buf, size_t len);
 void config_free(struct config *c);
 /* Free a list of access rules. */

@@ -10,6 +10,7 @@
 #include "crash.h"
 #include "dispatch.h"
 #include "log.h"
+#include "metrics.h"
 #include "observe.h"
 #include "option.h"
 #include "server.h"
@@ -63,6 +64,7 @@ dispatch(struct server *srv, struct moonlet_req *req, struct moonlet_resp *resp)
         resp_simple(resp, MOONLET_NOT_FOUND, NULL);
         return MOONLET_OK;
     }
+    req->met = metrics_res(srv, r);
     /* §5.9.2.2, §5.9.2.4: who may use it, before anything else is decided about it */
     if ((code = access_check(srv, r, req->sess)) != 0) {
         resp_simple(resp, code, code == MOONLET_UNAUTHORIZED ? "secure transport required"

@@ -1546,6 +1546,7 @@ dtls_send(struct endpoint *ep, const struct peer *to, const uint8_t *buf, size_t
 
     if (c == NULL || c->state != ST_OPEN)
         return -1;
+    metrics_out(&ep->srv->m, MT_DTLS, (buf[0] >> 4) & 3, len);
     return gnutls_record_send(c->s, buf, len) < 0 ? -1 : 0;
 }
 
@@ -1595,6 +1596,7 @@ static const struct transport dtls_transport = {
     .scheme = "coaps",
     .ml = &udp_layer,
     .secure = 1,
+    .metric = MT_DTLS,
     .input = dtls_input,
     .send = dtls_send,
     .flush = udp_flush,
@@ -1658,12 +1660,14 @@ struct tls_conn {
     uint8_t held;                       /* a record_send returned AGAIN: GnuTLS holds it */
 };
 
-static const gnutls_datum_t alpn_coap = {(unsigned char *)"coap", 4};
+/* by enum tls_alpn */
+static const gnutls_datum_t alpn[] = {{(unsigned char *)"coap", 4},
+                                      {(unsigned char *)"http/1.1", 8}};
 
 static int
-tls_handshake(struct conn *c)
+tls_handshake(struct conn *c, void *st_)
 {
-    struct tls_conn *t = stream_io_state(c);
+    struct tls_conn *t = st_;
     struct dtls_state *st = t->srv->dtls;
     int r;
 
@@ -1702,11 +1706,12 @@ tls_handshake(struct conn *c)
 }
 
 static ssize_t
-tls_read(struct conn *c, uint8_t *buf, size_t len)
+tls_read(struct conn *c, void *st, uint8_t *buf, size_t len)
 {
-    struct tls_conn *t = stream_io_state(c);
+    struct tls_conn *t = st;
     size_t got = 0;
 
+    (void)c;
     /* records until the buffer is full or the socket has no more: a short count means
      * nothing is left, as for a plain socket */
     while (got < len) {
@@ -1729,11 +1734,12 @@ tls_read(struct conn *c, uint8_t *buf, size_t len)
 }
 
 static ssize_t
-tls_writev(struct conn *c, const struct iovec *iov, int n)
+tls_writev(struct conn *c, void *st, const struct iovec *iov, int n)
 {
-    struct tls_conn *t = stream_io_state(c);
+    struct tls_conn *t = st;
     ssize_t done = 0;
 
+    (void)c;
     if (t->held) {      /* GnuTLS must finish the record it holds before another */
         ssize_t r = gnutls_record_send(t->s, NULL, 0);
 
@@ -1743,6 +1749,8 @@ tls_writev(struct conn *c, const struct iovec *iov, int n)
             return -1;
         t->held = 0;
     }
+    if (n == 0)
+        return 0;
     gnutls_record_cork(t->s);   /* the pieces of a message go in one record */
     for (int i = 0; i < n; i++) {
         if (iov[i].iov_len == 0)
@@ -1764,26 +1772,29 @@ tls_writev(struct conn *c, const struct iovec *iov, int n)
 }
 
 static int
-tls_want_write(struct conn *c)
+tls_want_write(struct conn *c, void *st)
 {
-    struct tls_conn *t = stream_io_state(c);
+    struct tls_conn *t = st;
 
+    (void)c;
     return t->held || (!t->done && gnutls_record_get_direction(t->s) == 1);
 }
 
 static int
-tls_buffered(struct conn *c)
+tls_buffered(struct conn *c, void *st)
 {
-    struct tls_conn *t = stream_io_state(c);
+    struct tls_conn *t = st;
 
+    (void)c;
     return t->done && gnutls_record_check_pending(t->s) > 0;
 }
 
 static void
-tls_free(struct conn *c)
+tls_free(struct conn *c, void *st)
 {
-    struct tls_conn *t = stream_io_state(c);
+    struct tls_conn *t = st;
 
+    (void)c;
     if (t == NULL)
         return;
     if (t->done)        /* close_notify (RFC 8446 §6.1), best effort */
@@ -1794,7 +1805,7 @@ tls_free(struct conn *c)
     free(t);
 }
 
-static const struct stream_io tls_io = {
+const struct stream_io tls_io = {
     .read = tls_read,
     .writev = tls_writev,
     .free = tls_free,
@@ -1803,10 +1814,8 @@ static const struct stream_io tls_io = {
     .buffered = tls_buffered,
 };
 
-/* A TCP connection came: a TLS session on its socket, with the listener's credentials;
- * the stream layer drives the handshake. */
-static void
-tls_accept(struct endpoint *ep, int fd, const struct peer *p)
+void *
+tls_session_new(struct endpoint *ep, int fd, enum tls_alpn proto)
 {
     struct tls_ep *te = ep->sec;
     struct dtls_creds *cr = te->creds;
@@ -1820,8 +1829,7 @@ tls_accept(struct endpoint *ep, int fd, const struct peer *p)
         flags |= GNUTLS_NO_TICKETS;
     if (st == NULL || t == NULL || gnutls_init(&t->s, flags) < 0) {
         free(t);
-        close(fd);
-        return;
+        return NULL;
     }
     t->srv = ep->srv;
     t->id = id_none;
@@ -1840,9 +1848,10 @@ tls_accept(struct endpoint *ep, int fd, const struct peer *p)
                 t->s, cr->client_auth == DTLS_CLIENT_AUTH_REQUIRED ? GNUTLS_CERT_REQUIRE
                                                                    : GNUTLS_CERT_REQUEST);
     }
-    /* RFC 8323 §4.1: ALPN "coap"; a client that offers other protocols only is refused
-     * (no_application_protocol, RFC 7301 §3.2), one that offers none is served */
-    gnutls_alpn_set_protocols(t->s, &alpn_coap, 1, GNUTLS_ALPN_MANDATORY);
+    /* RFC 8323 §4.1: ALPN "coap" (WebSockets: "http/1.1", RFC 8323 §4.3); a client that
+     * offers other protocols only is refused (no_application_protocol, RFC 7301 §3.2),
+     * one that offers none is served */
+    gnutls_alpn_set_protocols(t->s, &alpn[proto], 1, GNUTLS_ALPN_MANDATORY);
     if (ep->srv->cfg.dtls_ticket_rotate > 0) {
         /* resumption by ticket (RFC 8446 §2.2, RFC 5077), under the key DTLS uses too; a
          * ticket of the previous key means a full handshake */
@@ -1851,19 +1860,39 @@ tls_accept(struct endpoint *ep, int fd, const struct peer *p)
         gnutls_session_ticket_enable_server(t->s, &st->stek[0]);
     }
     gnutls_transport_set_int(t->s, fd);
+    return t;
+}
+
+/* A TCP connection came: a TLS session on its socket, with the listener's credentials;
+ * the stream layer drives the handshake. */
+static void
+tls_accept(struct endpoint *ep, int fd, const struct peer *p)
+{
+    void *t = tls_session_new(ep, fd, TLS_ALPN_COAP);
+
+    if (t == NULL) {
+        close(fd);
+        return;
+    }
     stream_accept(ep, fd, p, &tls_io, t);
+}
+
+const struct moonlet_identity *
+tls_session_identity(const void *st)
+{
+    const struct tls_conn *t = st;
+
+    return t && t->done ? &t->id : NULL;
 }
 
 static const struct moonlet_identity *
 tls_identity(const struct session *s)
 {
-    struct tls_conn *t = s->conn ? stream_io_state(s->conn) : NULL;
-
-    return t && t->done ? &t->id : NULL;
+    return s->conn ? tls_session_identity(stream_io_state(s->conn)) : NULL;
 }
 
-static void
-tls_close(struct endpoint *ep)
+void
+tls_unlisten(struct endpoint *ep)
 {
     struct tls_ep *te = ep->sec;
 
@@ -1876,26 +1905,29 @@ static const struct transport tls_transport = {
     .scheme = "coaps+tcp",
     .ml = &stream_layer,
     .secure = 1,
+    .metric = MT_TLS,
     .send = stream_send,
     .flush = stream_flush,
-    .close = tls_close,
+    .close = tls_unlisten,
     .identity = tls_identity,
     .detach = stream_detach,
 };
 
 struct endpoint *
-tls_open(struct server *srv, const char *addr, unsigned port, struct dtls_creds *creds,
-         char *err, size_t errlen)
+tls_listen(struct server *srv, const struct transport *tp, const char *addr, unsigned port,
+           struct dtls_creds *creds,
+           void (*accept)(struct endpoint *ep, int fd, const struct peer *p), char *err,
+           size_t errlen)
 {
     struct tls_ep *te = calloc(1, sizeof *te);
     struct endpoint *ep;
 
     if (te == NULL || state(srv) == NULL) {
-        snprintf(err, errlen, "coaps+tcp: out of memory");
+        snprintf(err, errlen, "%s: out of memory", tp->scheme);
         free(te);
         return NULL;
     }
-    if ((ep = tcp_listen(srv, &tls_transport, addr, port, tls_accept, err, errlen)) == NULL) {
+    if ((ep = tcp_listen(srv, tp, addr, port, accept, err, errlen)) == NULL) {
         free(te);
         return NULL;
     }
@@ -1904,6 +1936,13 @@ tls_open(struct server *srv, const char *addr, unsigned port, struct dtls_creds 
     creds->refs++;
     ep->sec = te;
     return ep;
+}
+
+struct endpoint *
+tls_open(struct server *srv, const char *addr, unsigned port, struct dtls_creds *creds,
+         char *err, size_t errlen)
+{
+    return tls_listen(srv, &tls_transport, addr, port, creds, tls_accept, err, errlen);
 }
 
 int
@@ -1936,12 +1975,19 @@ tls_ws_accept(const char *key, char *out, size_t len)
 void
 dtls_set_creds(struct endpoint *ep, struct dtls_creds *creds)
 {
-    struct dtls_creds **slot = ep->tp == &tls_transport ? &((struct tls_ep *)ep->sec)->creds
+    struct dtls_creds **slot = ep->tp->ml == &stream_layer ? &((struct tls_ep *)ep->sec)->creds
                                                          : &((struct dtls_ep *)ep->sec)->creds;
 
     creds->refs++;
     dtls_creds_release(*slot);
     *slot = creds;
+}
+
+void
+dtls_counts(const struct server *srv, unsigned *sessions, unsigned *handshakes)
+{
+    *sessions = srv->dtls ? srv->dtls->nopen : 0;
+    *handshakes = srv->dtls ? srv->dtls->nhs : 0;
 }
 
 void

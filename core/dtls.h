@@ -18,6 +18,9 @@
 
 struct server;
 struct endpoint;
+struct moonlet_identity;
+struct peer;
+struct transport;
 
 /* One pre-shared key (RFC 4279). */
 struct dtls_psk {
@@ -70,11 +73,27 @@ struct endpoint *dtls_open(struct server *srv, const char *addr, unsigned port,
  * (a reference is taken). NULL with err. */
 struct endpoint *tls_open(struct server *srv, const char *addr, unsigned port,
                           struct dtls_creds *creds, char *err, size_t errlen);
+/* What coaps+ws:// builds on (ws.c): a TLS listener of transport tp with creds (a
+ * reference is taken) whose connections go to accept; tls_session_new makes the TLS
+ * session of one accepted socket (its handshake is tls_io's), NULL when out of memory;
+ * tls_session_identity is its peer's identity once the handshake is done (else NULL). */
+struct stream_io;
+extern const struct stream_io tls_io;
+struct endpoint *tls_listen(struct server *srv, const struct transport *tp, const char *addr,
+                            unsigned port, struct dtls_creds *creds,
+                            void (*accept)(struct endpoint *ep, int fd, const struct peer *p),
+                            char *err, size_t errlen);
+void tls_unlisten(struct endpoint *ep);
+enum tls_alpn { TLS_ALPN_COAP, TLS_ALPN_HTTP };     /* the protocol ALPN must agree on */
+void *tls_session_new(struct endpoint *ep, int fd, enum tls_alpn proto);
+const struct moonlet_identity *tls_session_identity(const void *st);
 /* The Sec-WebSocket-Accept value for key (RFC 6455 §4.2.2) into out; 0, or -1 for a key
  * that is not 24 characters. (GnuTLS's SHA-1 and base64: this file holds GnuTLS.) */
 int tls_ws_accept(const char *key, char *out, size_t len);
 /* New handshakes on ep use creds from now on (SIGHUP); established sessions keep theirs. */
 void dtls_set_creds(struct endpoint *ep, struct dtls_creds *creds);
+/* DTLS associations open and handshakes in progress, all listeners together. */
+void dtls_counts(const struct server *srv, unsigned *sessions, unsigned *handshakes);
 /* The counters for the SIGUSR1 line, as " dtls_... N" pairs appended to buf. */
 void dtls_stats(const struct server *srv, char *buf, size_t len);
 /* Shutdown: the process-wide state (keys, counters) goes after the last listener. */

@@ -158,6 +158,7 @@ out_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     }
     /* §4.2: the timeout doubles with each retransmission */
     om->retries++;
+    om->srv->m.retransmissions++;
     om->timeout *= 2;
     if (om->stale) {
         /* RFC 7641 §4.5.2: a newer notification replaces the one being retransmitted; it
@@ -980,6 +981,7 @@ exchange_input(struct endpoint *ep, const struct peer *from, const uint8_t *buf,
         ep->srv->stats.dropped++;   /* §3: no MID to answer / "MUST be silently ignored" */
         return;
     }
+    metrics_in(&ep->srv->m, ep->tp->metric, m.type, len);
     if (rc == MSG_EFORMAT) {
         /* §4.2: a CON with a format error is rejected with RST; §4.3: others are dropped */
         if (m.type == MT_CON)

@@ -484,8 +484,10 @@ emit(struct server *srv, struct observer *o, unsigned code, const uint8_t *body,
 {
     struct endpoint *ep = o->sess->ep;
 
-    if (ep)
+    if (ep) {
+        srv->m.notifications++;
         ep->tp->ml->notify(srv, o, code, body, n, con, now);
+    }
 }
 
 #define REFUSAL_MAX 64

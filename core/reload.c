@@ -359,15 +359,19 @@ server_reload(struct server *srv, const char *path, const struct conf_item *conf
         snprintf(err, errlen, "%s: not loaded", path);
         return -1;
     }
-    if ((u = stage(srv, path, conf, prev, &staging, err, errlen)) == NULL)
+    if ((u = stage(srv, path, conf, prev, &staging, err, errlen)) == NULL) {
+        srv->m.reloads_failed++;
         return -1;
+    }
     watch = prev->watch;        /* the file's watch goes on, for the new version */
     prev->watch = NULL;
     if (commit(srv, prev, u, staging, err, errlen) < 0) {
         prev->watch = watch;
         discard(srv, u, staging);
+        srv->m.reloads_failed++;
         return -1;
     }
+    srv->m.reloads_ok++;
     u->watch = watch;
     if (watch == NULL)
         watch_start(srv, u);

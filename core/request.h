@@ -68,6 +68,8 @@ struct moonlet_req {
     const uint8_t *payload;
     size_t payload_len;
     moonlet_pending *pd;        /* set by moonlet_defer */
+    struct met_res *met;        /* the latency histogram of its resource (metrics.c) */
+    ev_tstamp t0;               /* when it arrived: its loop turn */
     int answered;               /* the pending was sent inside the handler */
     char *path;                 /* built on first moonlet_req_path */
     struct block_ctx blk;
@@ -116,6 +118,9 @@ struct moonlet_pending {
     struct observer *obs;       /* registers when the answer is a success */
     struct obs_group *group;    /* a notification's build: the answer goes to its group */
     struct resource *res;       /* for the notify after a change (autonotify) */
+    struct met_res *met;        /* as its request's */
+    ev_tstamp t0;
+    unsigned method;
     ev_timer ack_timer;         /* separate_after: send the empty ACK */
     ev_timer deadline;
     struct moonlet_resp resp;

@@ -21,7 +21,7 @@
 #include "stream.h"
 #include "tree.h"
 
-enum kind { K_SECONDS, K_FACTOR, K_COUNT, K_BYTES, K_CHOICE };
+enum kind { K_SECONDS, K_FACTOR, K_COUNT, K_BYTES, K_CHOICE, K_TEXT };
 
 /* the words of K_CHOICE settings, by value */
 static const char *const verify_words[] = {"off", "auto", "always", NULL};
@@ -93,6 +93,15 @@ static const struct key {
      0.01, 600},
     {"dtls_ticket_rotate", K_SECONDS, offsetof(struct server_config, dtls_ticket_rotate), 0,
      86400 * 7},
+    /* K_TEXT: max is the buffer's size */
+    {"ws_origins", K_TEXT, offsetof(struct server_config, ws_origins), 0,
+     sizeof ((struct server_config *)0)->ws_origins},
+    {"metrics", K_COUNT, offsetof(struct server_config, metrics), 0, 1},
+    {"metrics_token", K_TEXT, offsetof(struct server_config, metrics_token), 0,
+     sizeof ((struct server_config *)0)->metrics_token},
+    {"metrics_address", K_TEXT, offsetof(struct server_config, metrics_address), 0,
+     sizeof ((struct server_config *)0)->metrics_address},
+    {"metrics_resources", K_COUNT, offsetof(struct server_config, metrics_resources), 0, 1e6},
 };
 
 void
@@ -147,6 +156,8 @@ server_config_defaults(struct server_config *c)
     c->tcp_write_bytes = 256u << 10;
     c->tcp_inflight = 64;
     c->tls_handshake_timeout = 10;
+    c->metrics = 1;
+    c->metrics_resources = 2000;
 }
 
 static int
@@ -175,6 +186,17 @@ server_config_set(struct server_config *c, const char *name, const char *value, 
             continue;
         if (k->kind == K_CHOICE)
             return set_choice(c, k, value, err, errlen);
+        if (k->kind == K_TEXT) {
+            if (strlen(value) >= (size_t)k->max) {
+                snprintf(err, errlen, "%s: longer than %g bytes", name, k->max - 1);
+                return -1;
+            }
+            strcpy((char *)c + k->off, value);
+            return 0;
+        }
+        if (k->kind == K_COUNT && k->max == 1 &&        /* a switch */
+            (strcmp(value, "true") == 0 || strcmp(value, "false") == 0))
+            value = value[0] == 't' ? "1" : "0";
         errno = 0;
         v = strtod(value, &end);
         if (*value == '\0' || *end != '\0' || errno || !isfinite(v)) {
@@ -199,6 +221,8 @@ server_config_set(struct server_config *c, const char *name, const char *value, 
         case K_COUNT:
         case K_CHOICE:
             *(unsigned *)((char *)c + k->off) = (unsigned)v;
+            break;
+        case K_TEXT:
             break;
         case K_BYTES:
             *(size_t *)((char *)c + k->off) = (size_t)v;
@@ -235,6 +259,7 @@ flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
         reload_reap(srv);
     for (struct endpoint *ep = srv->endpoints; ep; ep = ep->next)
         ep->tp->flush(ep);
+    metrics_flush(srv);         /* the turn's answers are out: their latencies */
 }
 
 static void
@@ -345,7 +370,9 @@ static const struct scheme schemes[] = {
     {"coap+tcp", 5683, 0, tcp_open},    /* RFC 8323 §8.1 */
     {"coaps+tcp", 5684, 1, coaps_tcp_open},     /* RFC 8323 §8.2: TLS */
     {"coap+ws", 80, 0, ws_open},        /* RFC 8323 §8.3 */
-    {"coaps+ws", 443, 1, NULL},         /* RFC 8323 §8.4 */
+    {"coaps+ws", 443, 1, wss_open},     /* RFC 8323 §8.4 */
+    {"http", 80, 0, http_open},         /* the same listener as coap+ws:// */
+    {"https", 443, 1, https_open},      /* the same listener as coaps+ws:// */
 };
 
 const struct scheme *
@@ -367,9 +394,8 @@ scheme_names(void)
 
     if (names[0] == '\0')
         for (size_t i = 0, n = 0; i < sizeof schemes / sizeof schemes[0]; i++)
-            if (schemes[i].open)
-                n += (size_t)snprintf(names + n, sizeof names - n, "%s%s://", n ? ", " : "",
-                                      schemes[i].name);
+            n += (size_t)snprintf(names + n, sizeof names - n, "%s%s://", n ? ", " : "",
+                                  schemes[i].name);
     return names;
 }
 
@@ -430,6 +456,7 @@ server_fini(struct server *srv)
     stream_fini(srv);           /* after the last connection */
     tree_free(srv->tree);
     srv->tree = NULL;
+    metrics_fini(srv);
     resp_free(&srv->resp);
     ev_ref(srv->loop);
     ev_prepare_stop(srv->loop, &srv->flush);

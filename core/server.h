@@ -7,6 +7,7 @@
 
 #include <ev.h>
 
+#include "metrics.h"
 #include "request.h"
 #include "runtime.h"
 
@@ -68,6 +69,13 @@ struct server_config {
                                  * stops; at twice this it goes */
     unsigned tcp_inflight;      /* deferred answers a connection may wait for at once */
     double tls_handshake_timeout;   /* a TLS handshake not done by then: closed, s */
+    char ws_origins[1024];      /* Origins a WebSocket may come from, comma-separated
+                                 * ("": any; RFC 6455 §10.2) */
+    unsigned metrics;           /* HTTP listeners serve GET /metrics */
+    char metrics_token[128];    /* /metrics wants "Authorization: Bearer" this ("": no) */
+    char metrics_address[64];   /* /metrics only on listeners bound to it ("": all) */
+    unsigned metrics_resources; /* latency histograms kept (resource paths), the rest
+                                 * counted as one */
 };
 
 /* cfg.verify: off (trusted networks: no limit), auto (the 3x rule; a peer proves its
@@ -140,6 +148,7 @@ struct server {
     ev_signal sigint, sigterm, sigusr1;
     ev_prepare flush;
     ev_timer sweep;
+    struct metrics m;                   /* for GET /metrics (metrics.c) */
     struct {
         unsigned long rx, tx, dropped, truncated, rst, dup, mid_reuse, evicted, overload;
         unsigned long verified, pings, challenges, amplification, shed;

@@ -230,7 +230,8 @@ arm(struct conn *c)
     int ev = 0;
 
     /* dying >= 2: it goes at the next turn (a writable socket says so at once) */
-    if (c->wlen > c->woff || c->dying >= 2 || (c->io->want_write && c->io->want_write(c)))
+    if (c->wlen > c->woff || c->dying >= 2 ||
+        (c->io->want_write && c->io->want_write(c, c->io_state)))
         ev |= EV_WRITE;
     if (c->hs)
         ev |= EV_READ;
@@ -253,7 +254,7 @@ put(struct conn *c, struct iovec *iov, int n)
 
     if (c->wlen == c->woff) {
         c->wlen = c->woff = 0;
-        if ((done = c->io->writev(c, iov, n)) < 0)
+        if ((done = c->io->writev(c, c->io_state, iov, n)) < 0)
             return -1;
     }
     for (int i = 0; i < n; i++) {
@@ -361,6 +362,8 @@ send_msg(struct conn *c, unsigned code, const uint8_t *token, unsigned tkl,
 
     if (tkl)
         memcpy(h + hl, token, tkl);
+    metrics_out(&c->srv->m, c->ep->tp->metric, MSG_CLASS(code) == 7 ? MK_SIGNAL : MK_MSG,
+                hl + tkl + len);
     out(c, iov, len ? 2 : 1);
 }
 
@@ -541,6 +544,8 @@ frame_in(struct conn *c, const uint8_t *p, size_t len, size_t hl)
     m.type = MT_CON;            /* the request path's idea of "answer it": always */
     m.tkl = p[0] & 15;
     m.code = p[hl - 1];
+    metrics_in(&c->srv->m, c->ep->tp->metric, MSG_CLASS(m.code) == 7 ? MK_SIGNAL : MK_MSG,
+               len);
     m.token = p + hl;
     if (msg_parse_body(&m, p + hl + m.tkl, p + len) != MSG_OK) {
         abort_conn(c, 0, "message format error");   /* §3.2 via RFC 7252 §3 */
@@ -720,7 +725,7 @@ read_some(struct conn *c)
 
     st->batch = c;
     for (int i = 0; i < 4 && !c->closing && !c->paused && c->dying < 2; i++) {
-        ssize_t n = c->io->read(c, st->rx, sizeof st->rx);
+        ssize_t n = c->io->read(c, c->io_state, st->rx, sizeof st->rx);
 
         if (n == -1)
             break;
@@ -767,7 +772,7 @@ conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 
     (void)loop;
     if (c->hs) {
-        int r = c->io->handshake(c);
+        int r = c->io->handshake(c, c->io_state);
 
         if (r < 0) {
             conn_close(c);
@@ -789,7 +794,7 @@ conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (revents & EV_WRITE) {
         struct iovec iov = {c->wbuf ? c->wbuf + c->woff : NULL, c->wlen - c->woff};
         /* an empty write lets TLS finish a record it holds */
-        ssize_t n = c->io->writev(c, &iov, 1);
+        ssize_t n = c->io->writev(c, c->io_state, &iov, 1);
 
         if (n < 0) {
             conn_close(c);
@@ -810,7 +815,7 @@ conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
     arm(c);
     /* TLS: records read and decrypted beyond what one pass took; the socket will not say */
-    if (c->io->buffered && c->io->buffered(c) && (c->w.events & EV_READ))
+    if (c->io->buffered && c->io->buffered(c, c->io_state) && (c->w.events & EV_READ))
         ev_feed_event(loop, &c->w, EV_READ);
 }
 
@@ -892,7 +897,7 @@ stream_accept(struct endpoint *ep, int fd, const struct peer *p, const struct st
         if (io->free) {         /* its I/O state goes with the socket */
             struct conn tmp = {.io_state = io_state, .fd = fd};
 
-            io->free(&tmp);
+            io->free(&tmp, io_state);
         }
         close(fd);
         return NULL;
@@ -943,7 +948,7 @@ conn_free(struct conn *c, int drop_session)
     st->count--;
     addr_put(st, srv, c->addr);
     if (c->io->free)
-        c->io->free(c);
+        c->io->free(c, c->io_state);
     close(c->fd);
     free(c->rbuf);
     free(c->wbuf);
@@ -1008,7 +1013,7 @@ stream_detach(struct endpoint *ep, struct session *s)
     if (c->wlen > c->woff) {
         struct iovec iov = {c->wbuf + c->woff, c->wlen - c->woff};
 
-        c->io->writev(c, &iov, 1);
+        c->io->writev(c, c->io_state, &iov, 1);
     }
     conn_free(c, 0);
 }

@@ -16,22 +16,26 @@
 
 struct conn;
 
-/* How a connection's bytes move: a plain socket (tcp.c) or a TLS session. */
+/* How a connection's bytes move: a plain socket (tcp.c), a TLS session (dtls.c), a
+ * WebSocket over either (ws.c). Each function gets the connection and st, the I/O state
+ * given to stream_accept: a layer over another (WebSockets over TLS) calls the lower one's
+ * functions with that one's state. */
 struct stream_io {
     /* Read up to len bytes: how many (> 0), 0 at the end of the stream, -1 when nothing
      * is there now, -2 on an error (the connection goes). */
-    ssize_t (*read)(struct conn *c, uint8_t *buf, size_t len);
-    /* Write what it can of iov: the bytes taken (>= 0), or -1 on an error. */
-    ssize_t (*writev)(struct conn *c, const struct iovec *iov, int n);
-    /* Free the I/O state (io_state) as the connection closes; may be NULL. */
-    void (*free)(struct conn *c);
-    /* TLS only (NULL for a plain socket). Go on with the handshake: 1 done, 0 not yet,
-     * -1 failed (the connection goes). */
-    int (*handshake)(struct conn *c);
+    ssize_t (*read)(struct conn *c, void *st, uint8_t *buf, size_t len);
+    /* Write what it can of iov: the bytes taken (>= 0), or -1 on an error. n == 0: only
+     * push out what the I/O holds (want_write). */
+    ssize_t (*writev)(struct conn *c, void *st, const struct iovec *iov, int n);
+    /* Free st as the connection closes; may be NULL. */
+    void (*free)(struct conn *c, void *st);
+    /* NULL when there is none. Go on with the handshake (TLS, the WebSocket upgrade): 1
+     * done, 0 not yet, -1 failed (the connection goes). */
+    int (*handshake)(struct conn *c, void *st);
     /* Does it wait for the socket to take bytes (a handshake's flight, a record GnuTLS
-     * holds)? Are decrypted bytes waiting that the socket will not signal? */
-    int (*want_write)(struct conn *c);
-    int (*buffered)(struct conn *c);
+     * holds)? Are bytes read and waiting that the socket will not signal? May be NULL. */
+    int (*want_write)(struct conn *c, void *st);
+    int (*buffered)(struct conn *c, void *st);
     /* 1: the transport delimits messages itself (WebSockets: RFC 8323 §4.4, a header
      * without a length); read hands each one to stream_message, writev takes one */
     int messages;

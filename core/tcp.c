@@ -21,10 +21,11 @@
 #define ACCEPTS 64              /* connections taken per wake-up before yielding */
 
 static ssize_t
-plain_read(struct conn *c, uint8_t *buf, size_t len)
+plain_read(struct conn *c, void *st, uint8_t *buf, size_t len)
 {
     ssize_t n;
 
+    (void)st;
     do
         n = recv(stream_fd(c), buf, len, 0);
     while (n < 0 && errno == EINTR);
@@ -34,11 +35,14 @@ plain_read(struct conn *c, uint8_t *buf, size_t len)
 }
 
 static ssize_t
-plain_writev(struct conn *c, const struct iovec *iov, int n)
+plain_writev(struct conn *c, void *st, const struct iovec *iov, int n)
 {
     struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
     ssize_t w;
 
+    (void)st;
+    if (n == 0)
+        return 0;
     do
         w = sendmsg(stream_fd(c), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (w < 0 && errno == EINTR);
@@ -97,6 +101,7 @@ tcp_unlisten(struct endpoint *ep)
 static const struct transport tcp_transport = {
     .scheme = "coap+tcp",
     .ml = &stream_layer,
+    .metric = MT_TCP,
     .send = stream_send,
     .flush = stream_flush,
     .close = tcp_unlisten,

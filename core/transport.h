@@ -36,6 +36,7 @@ struct transport {
     const char *scheme;     /* "coap", "coaps" */
     const struct msglayer *ml;  /* its family's message layer (layer.h) */
     int secure;             /* 1: peers are authenticated (DTLS): a session starts verified */
+    unsigned metric;        /* its "transport" label in /metrics (MT_*, metrics.h) */
     /* One datagram's CoAP message(s) from a peer, for the message layer (exchange_input;
      * DTLS decrypts first). */
     void (*input)(struct endpoint *ep, const struct peer *from, const uint8_t *buf,
@@ -66,9 +67,9 @@ struct endpoint {
     void *sec;              /* the security layer's state (dtls.c), or NULL */
 };
 
-/* A listener's URI scheme (RFC 7252 §6.1-6.2, RFC 8323 §8.1-8.2): its default port and how
- * an endpoint of it opens (NULL: not built yet). The one table of them is in server.c: a new
- * transport is one entry there. */
+/* A listener's URI scheme (RFC 7252 §6.1-6.2, RFC 8323 §8): its default port and how an
+ * endpoint of it opens. The one table of them is in server.c: a new transport is one entry
+ * there. */
 struct scheme {
     const char *name;           /* "coap", "coaps", ... (the URI says "NAME://") */
     unsigned port;
@@ -107,9 +108,20 @@ void udp_close(struct endpoint *ep);
 /* coap+tcp:// listener on addr:port (RFC 8323 §8.1); NULL with *err set. */
 struct endpoint *tcp_open(struct server *srv, const char *addr, unsigned port, char *err,
                           size_t errlen);
-/* coap+ws:// listener on addr:port (RFC 8323 §4, §8.3); NULL with *err set. */
+/* HTTP/1.1 listeners on addr:port serving the WebSocket upgrade (RFC 8323 §4) and
+ * /metrics: coap+ws:// (§8.3) and http://, coaps+ws:// (§8.4) and https:// (TLS with
+ * srv->creds). NULL with *err set. */
 struct endpoint *ws_open(struct server *srv, const char *addr, unsigned port, char *err,
                          size_t errlen);
+struct endpoint *http_open(struct server *srv, const char *addr, unsigned port, char *err,
+                           size_t errlen);
+struct endpoint *wss_open(struct server *srv, const char *addr, unsigned port, char *err,
+                          size_t errlen);
+struct endpoint *https_open(struct server *srv, const char *addr, unsigned port, char *err,
+                            size_t errlen);
+/* A connected socket fd from p, for listener ep as a coap+ws:// one takes it: the HTTP
+ * request, then the WebSocket (what its accept does; the fuzz harness calls it). */
+void ws_accept(struct endpoint *ep, int fd, const struct peer *p);
 /* A listening TCP socket for transport tp: each connection accepted (its socket
  * non-blocking, Nagle off) goes to accept. NULL with *err set. */
 struct endpoint *tcp_listen(struct server *srv, const struct transport *tp, const char *addr,

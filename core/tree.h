@@ -51,6 +51,7 @@ struct resource {
     uint64_t id;                        /* unique for the server's life (block snapshots) */
     uint64_t serial;                    /* unique per definition (handles: lua/lib.c) */
     struct obs_group *groups;           /* its observers, by representation (observe.c) */
+    struct met_res *met;                /* its latency histogram (metrics.c), or NULL */
     struct acl acl;                     /* who may use it (access.c); secure 0: anyone */
 };
 

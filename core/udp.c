@@ -83,6 +83,7 @@ udp_send(struct endpoint *ep, const struct peer *to, const uint8_t *buf, size_t 
     if (u->ntx == UDP_BATCH)
         udp_flush(ep);
     i = u->ntx++;
+    metrics_out(&ep->srv->m, MT_UDP, (buf[0] >> 4) & 3, len);
     memcpy(u->txbuf[i], buf, len);
     u->txa[i] = *to;
     u->txv[i].iov_len = len;
@@ -176,6 +177,7 @@ udp_close(struct endpoint *ep)
 static const struct transport udp_transport = {
     .scheme = "coap",
     .ml = &udp_layer,
+    .metric = MT_UDP,
     .input = exchange_input,
     .send = udp_send,
     .flush = udp_flush,

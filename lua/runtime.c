@@ -55,6 +55,7 @@ lalloc(void *ud, void *ptr, size_t osize, size_t nsize)
 static void
 budget_hook(lua_State *L, lua_Debug *ar)
 {
+    script_of(L)->rt->srv->m.lua_instructions++;
     if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
         luaL_error(L, "%s:%d: instruction budget exceeded (lua.instructions)", ar->short_src,
                    ar->currentline);
@@ -189,7 +190,9 @@ error_log(struct coro *co, int rc)
     struct script *sc = co->sc;
     const char *msg = lua_tostring(co->L, -1);
 
+    sc->rt->srv->m.lua_errors++;
     if (rc == LUA_ERRMEM) {
+        sc->rt->srv->m.lua_memory++;
         lua_pushfstring(co->L, "not enough memory: the script's state reached lua.memory "
                                "(%d KiB)", (int)(sc->rt->memory >> 10));
         lua_replace(co->L, -2);

@@ -135,12 +135,12 @@ def t_check_lua_sets():
     eq((rc, out), (0, [EXAMPLE + ": configuration OK"]), "-t -s lua.memory=1048576")
 
 
-@test("-t reports every problem as FILE:LINE: a scheme not built yet, an unknown key, a bad -o value, an unknown -o "
+@test("-t reports every problem as FILE:LINE: an unknown scheme, an unknown key, a bad -o value, an unknown -o "
       "key, a bad log_level, a wrong suffix, a wrong type; exit 1")
 def t_check_errors():
     with Dir() as d:
         f = d.file("bad.conf", "\n".join([
-            'listen = [ "coap://[::1]:0", "coaps+ws://[::1]:0" ];',   # 1
+            'listen = [ "coap://[::1]:0", "mqtt://[::1]:0" ];',       # 1
             'setings = { x = 1; };',                          # 2
             'settings = { ack_timeout = "soon";',             # 3
             '             bogus = 1; };',                     # 4
@@ -152,8 +152,9 @@ def t_check_errors():
         eq(rc, 1, "exit status")
         got = sorted(errors_of(out))
         want = sorted([
-            f + ":1: listen: 'coaps+ws://[::1]:0': coaps+ws:// listeners are not built yet "
-            "(coap://, coaps://, coap+tcp://, coaps+tcp://, coap+ws:// only)",
+            f + ":1: listen: 'mqtt://[::1]:0': not SCHEME://ADDR:PORT (coap://, coaps://, "
+            "coap+tcp://, coaps+tcp://, coap+ws://, coaps+ws://, http://, https://; IPv6 in "
+            "brackets)",
             f + ":2: unknown key 'setings' (listen, multicast, log_level, settings, lua, "
             "plugins, scripts, watch, admin, dtls, access)",
             f + ":3: settings: ack_timeout=soon: not a number",
@@ -165,14 +166,13 @@ def t_check_errors():
         eq(got, want, "error lines")
 
 
-@test("-l with a scheme not built yet, or no listener URI at all -> one error line saying "
+@test("-l with an unknown scheme, or no listener URI at all -> one error line saying "
       "which, exit 1")
 def t_cli_listen_errors():
-    for uri, want in (("coaps+ws://[::1]:0", "coaps+ws:// listeners are not built yet "
-                                              "(coap://, coaps://, coap+tcp://, coaps+tcp://, "
-                                              "coap+ws:// only)"),
-                      ("http://x", "not SCHEME://ADDR:PORT (coap://, coaps://, coap+tcp://, "
-                                   "coaps+tcp://, coap+ws://; IPv6 in brackets)"),
+    for uri, want in (("mqtt://[::1]:0", "not SCHEME://ADDR:PORT (coap://, coaps://, "
+                                          "coap+tcp://, coaps+tcp://, coap+ws://, coaps+ws://, "
+                                          "http://, https://; IPv6 in brackets)"),
+                      ("http://x:y", "not SCHEME://ADDR:PORT"),
                       ("coaps://[::1]:99999", "not SCHEME://ADDR:PORT")):
         rc, out = run_moonlet(["-l", uri], plugins=[])
         errs = errors_of(out)
@@ -184,7 +184,7 @@ def t_cli_listen_errors():
       "before one) -> two FILE:LINE errors, exit 1, no double free (found by config_fuzz)")
 def t_check_listen_twice():
     with Dir() as d:
-        f = d.file("l.conf", 'listen = [ "coap://[::1]:99999", "http://x" ];\n')
+        f = d.file("l.conf", 'listen = [ "coap://[::1]:99999", "mqtt://x" ];\n')
         rc, out = run_moonlet(["-t", "-c", f], plugins=[])
         check(not any(m in "\n".join(out) for m in SANITIZER_MARKERS), "sanitizer: %r" % out)
         eq((rc, len(errors_of(out))), (1, 2), "exit status and error lines (%r)" % out)

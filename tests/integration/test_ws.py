@@ -18,15 +18,19 @@ import hashlib
 import os
 import re
 import select
+import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from coaptest import (CONTENT, GET, OBSERVE, Server, cfg, check, eq, main,  # noqa: E402
                       note, stats, test)
+from tlskeys import certs  # noqa: E402
 from rfc8323 import (ABORT, CSM, CSM_OK, OPT_BWT, OPT_MMS, PING,  # noqa: E402
                      Frame, FrameConn, block_val, frame, frame_size, req)
 
@@ -87,9 +91,11 @@ class Ws(FrameConn):
 
     close_wait = 3.5
 
-    def __init__(self, port, csm=CSM_OK, upgrade=True, **kw):
+    def __init__(self, port, csm=CSM_OK, upgrade=True, ctx=None, **kw):
         FrameConn.__init__(self)
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if ctx is not None:     # coaps+ws://: TLS first (Python's ssl: OpenSSL)
+            self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
         self.wbuf, self.closes, self.pongs, self.head = bytearray(), [], [], b""
         self.key = base64.b64encode(os.urandom(16)).decode()
         if upgrade:
@@ -101,8 +107,7 @@ class Ws(FrameConn):
     def read_head(self, timeout=5.0):
         deadline = time.monotonic() + timeout
         while b"\r\n\r\n" not in self.wbuf and time.monotonic() < deadline:
-            r, _, _ = select.select([self.sock], [], [], max(0, deadline - time.monotonic()))
-            if not r:
+            if not self.readable(deadline - time.monotonic()):
                 break
             try:
                 d = self.sock.recv(65536)
@@ -118,6 +123,13 @@ class Ws(FrameConn):
         else:
             self.head, self.wbuf = bytes(self.wbuf), bytearray()
         return self.head
+
+    def readable(self, timeout):
+        """Bytes to read within timeout? (TLS: decrypted ones may wait in the SSL object.)"""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return True
+        r, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
+        return bool(r)
 
     def close(self):
         self.sock.close()
@@ -171,12 +183,11 @@ class Ws(FrameConn):
                 f = self._frame()
             if out:
                 return out
-            r, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
-            if not r:
+            if not self.readable(deadline - time.monotonic()):
                 return None
             try:
                 d = self.sock.recv(1 << 20)
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLError):
                 self.eof = "reset"
                 return b""
             if not d:
@@ -456,6 +467,136 @@ def t_node_ws():
                                                   ("7.03", b"\x77")], "messages received")
         eq(got[1].payload, b"Hello, world", "GET /hello")
         check("closed 1000" in lines, "close: %r" % lines)
+
+
+@test("W7 the request target over 2 KiB -> 414; bytes after the upgrade that are no "
+      "WebSocket frame (a reserved opcode) -> close 1002; a listener "
+      "also answers HTTP: GET /metrics -> 200, GET / -> 404")
+def t_http_more():
+    with WsServer() as s:
+        key = base64.b64encode(b"0123456789abcdef").decode()
+        s.refused(upgrade_request(key, path="/.well-known/coap?" + "x" * 3000), "414")
+        w = Ws(s.port, upgrade=False)
+        try:
+            w.raw(upgrade_request(w.key) + b"\x8f\x85abcdhello")     # opcode 15: reserved
+            w.read_head()
+            check(w.head.startswith(b"HTTP/1.1 101"), "upgrade: %r" % w.head)
+            w.closed()
+            eq([c for c, _ in w.closes], [1002], "close codes")
+        finally:
+            w.close()
+        w = Ws(s.port, upgrade=False)
+        try:
+            w.raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            check(w.read_head().startswith(b"HTTP/1.1 200 OK"), "metrics: %r" % w.head)
+        finally:
+            w.close()
+        s.refused(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "404")
+        serving(s)
+
+
+@test("-o ws_origins='http://app.example, https://b.example' (RFC 6455 §10.2): Origin "
+      "http://app.example -> 101, https://b.example -> 101, http://evil.example -> 403, "
+      "http://app.example.evil -> 403; no Origin (not a browser) -> 101")
+def t_origins():
+    with WsServer({"ws_origins": "http://app.example, https://b.example"}) as s:
+        for origin in ("http://app.example", "https://b.example"):
+            with s.ws(extra="Origin: %s\r\n" % origin) as w:
+                eq(w.ask(req(GET, b"\x21", "hello"), CONTENT).payload, b"Hello, world", origin)
+        key = base64.b64encode(b"0123456789abcdef").decode()
+        for origin in ("http://evil.example", "http://app.example.evil", "null"):
+            s.refused(upgrade_request(key, extra="Origin: %s\r\n" % origin), "403")
+        serving(s)
+
+
+class WssServer:
+    """moonlet with coaps+ws:// and https:// listeners (X.509: tlskeys's srv.pem) and a
+    coap+ws:// one, from a configuration file in a temporary directory."""
+
+    def __init__(self):
+        c = certs()
+        self.dir = tempfile.mkdtemp(prefix="moonlet-wss-")
+        conf = os.path.join(self.dir, "moonlet.conf")
+        with open(conf, "w") as f:
+            f.write('listen = [ "coaps+ws://127.0.0.1:0", "https://127.0.0.1:0", '
+                    '"coap+ws://127.0.0.1:0", "coap://127.0.0.1:0" ];\n')
+            f.write('dtls = { certificate = "%s"; key = "%s"; ca = "%s"; };\n' % (
+                c("srv.pem"), c("srv.key"), c("ca.pem")))
+        self.srv = Server(addr=None, args=["-c", conf], plugins=cfg.plugins)
+        self.ports = {}
+        for scheme in ("coaps+ws", "https", "coap+ws"):
+            m = self.srv.log.wait_for(r"ready %s://127\.0\.0\.1:(\d+)" % re.escape(scheme),
+                                      5.0)
+            check(m, "no ready line for %s:\n%s" % (scheme, self.srv.log.text()))
+            self.ports[scheme] = int(m.group(1))
+
+    def ctx(self, alpn=("http/1.1",)):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(certs()("ca.pem"))
+        if alpn:
+            ctx.set_alpn_protocols(list(alpn))
+        return ctx
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.srv.stop()
+        shutil.rmtree(self.dir, True)
+
+
+@test("coaps+ws:// (RFC 8323 §8.4): TLS with ALPN http/1.1, then the upgrade, CSM, GET "
+      "/hello, Observe and a block-wise exchange as over coap+ws; a client offering ALPN "
+      "coap only is refused (no_application_protocol), one offering none is served; "
+      "https:// serves /metrics over TLS; plain HTTP to the TLS port gets no answer")
+def t_wss():
+    with WssServer() as s:
+        port = s.ports["coaps+ws"]
+        with Ws(port, ctx=s.ctx()) as w:
+            eq(w.sock.selected_alpn_protocol(), "http/1.1", "ALPN")
+            eq(w.ask(req(GET, b"\x31", "hello"), CONTENT).payload, b"Hello, world", "/hello")
+            w.alive()
+        with Ws(port, ctx=s.ctx(alpn=None)) as w:
+            eq(w.ask(req(GET, b"\x32", "hello"), CONTENT).payload, b"Hello, world", "no ALPN")
+        try:
+            Ws(port, ctx=s.ctx(alpn=("coap",))).close()
+            check(False, "a client offering ALPN coap only was served")
+        except ssl.SSLError as e:
+            check(re.search(r"no.application.protocol", str(e), re.I), "the alert: %s" % e)
+        w = Ws(s.ports["https"], ctx=s.ctx(), upgrade=False)
+        try:
+            w.raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = w.read_head()
+            check(head.startswith(b"HTTP/1.1 200 OK"), "https /metrics: %r" % head)
+        finally:
+            w.close()
+        w = Ws(port, upgrade=False)
+        try:
+            w.raw(upgrade_request(w.key))
+            check(not w.read_head(3.0).startswith(b"HTTP"), "an HTTP answer in the clear")
+        finally:
+            w.close()
+        with Ws(s.ports["coap+ws"]) as w:
+            eq(w.ask(req(GET, b"\x33", "hello"), CONTENT).payload, b"Hello, world", "coap+ws")
+
+
+@test("node's ws package over coaps+ws:// (NODE_EXTRA_CA_CERTS: our CA): GET /hello and a "
+      "Ping as over coap+ws")
+def t_node_wss():
+    with WssServer() as s:
+        url = "wss://localhost:%d/.well-known/coap" % s.ports["coaps+ws"]
+        msgs = [to_ws(CSM_OK), to_ws(req(GET, b"\x43", "hello")), to_ws(frame(PING, b"\x78"))]
+        env = dict(os.environ, NODE_EXTRA_CA_CERTS=certs()("ca.pem"))
+        p = subprocess.run(["node", os.path.join(NODE_DIR, "ws.js"), url] +
+                           [m.hex() for m in msgs], capture_output=True, text=True,
+                           timeout=20, env=env)
+        lines = p.stdout.split("\n")
+        eq((p.returncode, lines[0]), (0, "proto coap"), "node ws.js (stderr %r)" % p.stderr)
+        raw = [from_ws(bytes.fromhex(ln[2:])) for ln in lines if ln.startswith("< ")]
+        got = [Frame(r, frame_size(r)[1]) for r in raw]
+        eq([(f.code_str, f.token) for f in got], [("7.01", b""), ("2.05", b"\x43"),
+                                                  ("7.03", b"\x78")], "messages received")
+        eq(got[1].payload, b"Hello, world", "GET /hello")
 
 
 if __name__ == "__main__":
