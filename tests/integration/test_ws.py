@@ -28,8 +28,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from coaptest import (CONTENT, GET, OBSERVE, Server, cfg, check, eq, main,  # noqa: E402
-                      note, stats, test)
+from coaptest import (CHANGED, CONTENT, DELETE, DELETED, GET, OBSERVE, POST,  # noqa: E402
+                      PUT, Server, cfg, check, eq, main, note, stats, test)
 from tlskeys import certs  # noqa: E402
 from rfc8323 import (ABORT, CSM, CSM_OK, OPT_BWT, OPT_MMS, PING,  # noqa: E402
                      Frame, FrameConn, block_val, frame, frame_size, req)
@@ -91,9 +91,15 @@ class Ws(FrameConn):
 
     close_wait = 3.5
 
-    def __init__(self, port, csm=CSM_OK, upgrade=True, ctx=None, **kw):
+    def __init__(self, port, csm=CSM_OK, upgrade=True, ctx=None, rcvbuf=None, **kw):
         FrameConn.__init__(self)
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if rcvbuf:      # a small receive window: set before connecting (TCP's window scale)
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(5)
+            self.sock.connect(("127.0.0.1", port))
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         if ctx is not None:     # coaps+ws://: TLS first (Python's ssl: OpenSSL)
             self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
         self.wbuf, self.closes, self.pongs, self.head = bytearray(), [], [], b""
@@ -467,6 +473,82 @@ def t_node_ws():
                                                   ("7.03", b"\x77")], "messages received")
         eq(got[1].payload, b"Hello, world", "GET /hello")
         check("closed 1000" in lines, "close: %r" % lines)
+
+
+@test("every method over WebSockets: PUT and POST /tcp/up (the body back), GET it, DELETE "
+      "/tcp/flood; discovery: GET /.well-known/core?href=/tcp/* lists the script's resources")
+def t_methods():
+    with WsServer(lua=True) as s, s.ws() as w:
+        eq(w.ask(req(PUT, b"\x51", "tcp/up", payload=b"x" * 3000), CHANGED).payload,
+           b"len=3000 same=no", "PUT")
+        eq(w.ask(req(POST, b"\x52", "tcp/up", payload=b"abc"), CHANGED).payload,
+           b"len=3 same=no", "POST")
+        eq(w.ask(req(GET, b"\x53", "tcp/up"), CONTENT).payload, b"abc", "GET")
+        w.ask(req(DELETE, b"\x54", "tcp/flood"), DELETED)
+        f = w.ask(req(GET, b"\x55", ".well-known/core", ["href=/tcp/*"]), CONTENT)
+        for r in (b"</tcp/big>", b"</tcp/up>", b"</tcp/clock>"):
+            check(r in f.payload, "%s in %r" % (r, f.payload))
+        check(b"</hello>" not in f.payload, "the filter: %r" % f.payload)
+
+
+@test("hot reload over WebSockets: a script changed under an open WebSocket that observes "
+      "it -> notifications go on from the new version on the same connection, requests too")
+def t_reload():
+    d = tempfile.mkdtemp(prefix="moonlet-ws-")
+    try:
+        script = os.path.join(d, "r.lua")
+        body = ('local moonlet = require "moonlet"\nlocal n = 0\n'
+                'moonlet.resource{ path = "/r", obs = true, get = function() '
+                'return moonlet.CONTENT, "%s" .. n end }\n'
+                'moonlet.every(0.05, function() n = n + 1; moonlet.notify("/r") end)\n')
+        with open(script, "w") as f:
+            f.write(body % "v1:")
+        srv = Server(plugins=list(cfg.plugins) + [script],
+                     args=["-l", "coap+ws://127.0.0.1:0"])
+        try:
+            port = int(srv.log.wait_for(READY_WS_RE.pattern, 5.0).group(1))
+            with Ws(port) as w:
+                f = w.ask(req(GET, b"\x0b", "r", options=[(OBSERVE, 0)]), CONTENT)
+                check(f.payload.startswith(b"v1:"), "registration %r" % f.payload)
+                with open(script + ".new", "w") as f:
+                    f.write(body % "v2:")
+                os.replace(script + ".new", script)
+                deadline, seen = time.monotonic() + 5, None
+                while time.monotonic() < deadline and seen is None:
+                    n = w.recv(1.0)
+                    if n is not None and n.token == b"\x0b" and n.payload.startswith(b"v2:"):
+                        seen = n
+                check(seen is not None, "no notification from the new version")
+                check(seen.opt(OBSERVE) is not None, "notification without Observe")
+                eq(w.ask(req(GET, b"\x0c", "r"), CONTENT).payload[:3], b"v2:", "a request")
+        finally:
+            srv.stop()
+    finally:
+        shutil.rmtree(d, True)
+
+
+@test("queued output: -o tcp_write_bytes=4096, a WebSocket with a small receive window "
+      "observes /tcp/flood (900 bytes every 1 ms) and never reads -> closed; another "
+      "WebSocket is answered all along")
+def t_queued_output():
+    with WsServer({"tcp_write_bytes": 4096}, lua=True) as s, s.ws() as ctl:
+        hog = Ws(s.port, rcvbuf=4096)
+        try:
+            hog.send(req(GET, b"\xf0", "tcp/flood", options=[(OBSERVE, 0)]))
+            ctl.ask(req(POST, b"\x01", "tcp/flood", ["ms=1"]), CHANGED)
+            t0, obs = time.monotonic(), None
+            while time.monotonic() - t0 < 15:
+                eq(ctl.ask(req(GET, b"\x02", "hello"), CONTENT, timeout=1.0).payload,
+                   b"Hello, world", "the other client")
+                obs = stats(s.srv)["observers"]
+                if obs == 0:
+                    break
+                time.sleep(0.1)
+            eq(obs, 0, "observers (the non-reading WebSocket was not closed within 15 s)")
+            note("closed after %.1fs" % (time.monotonic() - t0))
+            ctl.ask(req(DELETE, b"\x03", "tcp/flood"), DELETED)
+        finally:
+            hog.close()
 
 
 @test("W7 the request target over 2 KiB -> 414; bytes after the upgrade that are no "
