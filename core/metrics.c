@@ -292,6 +292,29 @@ labelled(struct out *o, const char *name, const char *label, const char *value, 
     put(o, "\n");
 }
 
+/* Messages by transport and kind: RFC 7252's types on datagram transports, RFC 8323's
+ * message or signal on the others. */
+static void
+by_kind(struct out *o, const char *name, const char *help,
+        const uint64_t n[MET_TRANSPORTS][MET_KINDS])
+{
+    head(o, name, "counter", help);
+    for (unsigned i = 0; i < MET_TRANSPORTS; i++) {
+        unsigned k0 = i < MT_TCP ? MK_CON : MK_MSG, k1 = i < MT_TCP ? MK_MSG : MET_KINDS;
+
+        for (unsigned k = k0; k < k1; k++) {
+            put(o, name);
+            put(o, "{transport=\"");
+            put(o, transports[i]);
+            put(o, "\",type=\"");
+            put(o, kinds[k]);
+            put(o, "\"} ");
+            put_u(o, n[i][k]);
+            put(o, "\n");
+        }
+    }
+}
+
 static void
 histogram(struct out *o, const struct met_res *e)
 {
@@ -343,33 +366,12 @@ metrics_text(struct server *srv, size_t *len)
             put_u(&o, m->req[i][c]);
             put(&o, "\n");
         }
-    head(&o, "moonlet_messages_received_total", "counter",
-         "CoAP messages received, by transport and type (RFC 8323 transports: message or "
-         "signal).");
-    for (unsigned i = 0; i < MET_TRANSPORTS; i++)
-        for (unsigned k = i < MT_TCP ? MK_CON : MK_MSG; k < (i < MT_TCP ? MK_MSG : MET_KINDS);
-             k++) {
-            put(&o, "moonlet_messages_received_total{transport=\"");
-            put(&o, transports[i]);
-            put(&o, "\",type=\"");
-            put(&o, kinds[k]);
-            put(&o, "\"} ");
-            put_u(&o, m->in[i][k]);
-            put(&o, "\n");
-        }
-    head(&o, "moonlet_messages_sent_total", "counter",
-         "CoAP messages sent, by transport and type (retransmissions included).");
-    for (unsigned i = 0; i < MET_TRANSPORTS; i++)
-        for (unsigned k = i < MT_TCP ? MK_CON : MK_MSG; k < (i < MT_TCP ? MK_MSG : MET_KINDS);
-             k++) {
-            put(&o, "moonlet_messages_sent_total{transport=\"");
-            put(&o, transports[i]);
-            put(&o, "\",type=\"");
-            put(&o, kinds[k]);
-            put(&o, "\"} ");
-            put_u(&o, m->out[i][k]);
-            put(&o, "\n");
-        }
+    by_kind(&o, "moonlet_messages_received_total",
+            "CoAP messages received, by transport and type (RFC 8323 transports: message or "
+            "signal).",
+            m->in);
+    by_kind(&o, "moonlet_messages_sent_total",
+            "CoAP messages sent, by transport and type (retransmissions included).", m->out);
     head(&o, "moonlet_received_bytes_total", "counter",
          "Bytes of CoAP messages received, by transport (below: UDP payloads, records, "
          "frames not counted).");

@@ -20,7 +20,6 @@ import base64
 import hashlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -28,33 +27,25 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from coaptest import (CONTENT, CONTENT_FORMAT, ETAG, OBSERVE, Server, cfg,  # noqa: E402
+from coaptest import (CONTENT, CONTENT_FORMAT, ETAG, OBSERVE,  # noqa: E402
                       check, eq, note, stats, test)
 from coaptest import main as run_main  # noqa: E402
 from rfc8323 import CSM, OPT_BWT, OPT_MMS, Frame, block_val  # noqa: E402
+from wstest import BIG, BLOCK2, NODE_DIR  # noqa: E402
+import wstest  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TCP_RES = os.path.join(ROOT, "tests", "lua", "tcp_res.lua")
-NODE_DIR = os.path.join(ROOT, "tests", "integration", "node")
 BROWSER_JS = os.path.join(NODE_DIR, "browser.js")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-READY_WS_RE = re.compile(r"ready coap\+ws://\S+:(\d+)")
 APP, OTHER, EVIL = "http://app.example", "http://other.example:8080", "http://evil.example"
-BLOCK2 = 23
-BIG = b"".join(((i * 2654435761) & 0xFFFFFFFF).to_bytes(4, "big") for i in range(65536))
 PAGE_TIMEOUT = 10.0         # one page's scenario, in the page
 BROWSER_TIMEOUT = 30.0      # browser.js as a whole (launch, pages, close)
 
 
-class WsServer:
-    """moonlet with a coap+ws:// listener on 127.0.0.1 (and tcp_res.lua when lua)."""
+class WsServer(wstest.WsServer):
+    """wstest's server (coap+ws:// on 127.0.0.1, tcp_res.lua when lua), and its pages."""
 
     def __init__(self, opts=None, lua=False):
-        plugins = list(cfg.plugins) + ([TCP_RES] if lua else [])
-        self.srv = Server(opts=opts, plugins=plugins, args=["-l", "coap+ws://127.0.0.1:0"])
-        m = self.srv.log.wait_for(READY_WS_RE.pattern, 5.0)
-        check(m, "no 'ready coap+ws://' line:\n" + self.srv.log.text())
-        self.port = int(m.group(1))
+        wstest.WsServer.__init__(self, opts, lua)
         self.url = "ws://127.0.0.1:%d/.well-known/coap" % self.port
 
     def page(self, scenario, origin=APP, **kw):
@@ -62,12 +53,6 @@ class WsServer:
              "timeout": int(PAGE_TIMEOUT * 1000)}
         d.update(kw)
         return d
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.srv.stop()
 
 
 def browser(pages):
