@@ -428,7 +428,7 @@ metrics_text(struct server *srv, size_t *len)
         "HTTP requests on HTTP listeners (WebSocket upgrades and /metrics included).",
         m->http_requests);
     one(&o, "moonlet_uptime_seconds", "gauge", "Seconds since the server started.",
-        (uint64_t)(ev_now(srv->loop) - srv->started));
+        ev_now(srv->loop) > srv->started ? (uint64_t)(ev_now(srv->loop) - srv->started) : 0);
     head(&o, "moonlet_request_duration_seconds", "histogram",
          "Time from a request's arrival to its answer leaving, by resource as registered.");
     if (m->other) {

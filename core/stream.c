@@ -221,6 +221,13 @@ queue(struct conn *c, const uint8_t *p, size_t len)
     return 0;
 }
 
+/* Bytes waiting to go: the connection's buffer and what its I/O holds. */
+static size_t
+unsent(struct conn *c)
+{
+    return c->wlen - c->woff + (c->io->queued ? c->io->queued(c, c->io_state) : 0);
+}
+
 /* Which events c waits for: to write while bytes are queued; to read unless it is
  * closing, waits for tcp_inflight answers or has more queued than tcp_write_bytes. */
 static void
@@ -236,7 +243,7 @@ arm(struct conn *c)
     if (c->hs)
         ev |= EV_READ;
     else if (c->dying || (!c->closing && c->inflight < srv->cfg.tcp_inflight && !c->paused &&
-                     c->wlen - c->woff <= srv->cfg.tcp_write_bytes))
+                          unsent(c) <= srv->cfg.tcp_write_bytes))
         ev |= EV_READ;
     if (ev == (c->w.events & (EV_READ | EV_WRITE)) && ev_is_active(&c->w))
         return;
@@ -715,7 +722,7 @@ stream_message(struct conn *c, const uint8_t *p, size_t len)
 static int
 closing_done(struct conn *c)
 {
-    return (c->closing && c->inflight == 0 && c->wlen == c->woff) || c->dying >= 2;
+    return (c->closing && c->inflight == 0 && unsent(c) == 0) || c->dying >= 2;
 }
 
 static void

@@ -36,6 +36,10 @@ struct stream_io {
      * holds)? Are bytes read and waiting that the socket will not signal? May be NULL. */
     int (*want_write)(struct conn *c, void *st);
     int (*buffered)(struct conn *c, void *st);
+    /* Bytes written to it that the socket has not taken yet (WebSockets gather frames):
+     * they count against tcp_write_bytes, and a closing connection waits for them. May be
+     * NULL (nothing held, or nothing known: TLS). */
+    size_t (*queued)(struct conn *c, void *st);
     /* 1: the transport delimits messages itself (WebSockets: RFC 8323 §4.4, a header
      * without a length); read hands each one to stream_message, writev takes one */
     int messages;

@@ -90,7 +90,8 @@ echo_mac(const struct server *srv, uint32_t t, const struct peer *p)
 static uint32_t
 now_s(const struct server *srv)
 {
-    return (uint32_t)(ev_now(srv->loop) - srv->started);
+    /* a wall clock set back past the start: 0, not a negative double cast (UB) */
+    return ev_now(srv->loop) > srv->started ? (uint32_t)(ev_now(srv->loop) - srv->started) : 0;
 }
 
 void

@@ -298,6 +298,8 @@ request(struct ws *w)
         return metrics_page(w);
     if (w->path != PATH_COAP)
         return refuse(w, "404 Not Found", "", "the CoAP endpoint is " WS_PATH);
+    if (w->hp.http_major < 1 || (w->hp.http_major == 1 && w->hp.http_minor < 1))
+        return refuse(w, "400 Bad Request", "", "a WebSocket needs HTTP/1.1 (RFC 6455 §4.1)");
     if (!w->upgrade || !w->connection || !w->key[0])
         return refuse(w, "400 Bad Request", "",
                       "not a WebSocket upgrade (Upgrade, Connection, Sec-WebSocket-Key)");
@@ -509,40 +511,59 @@ ws_read(struct conn *c, void *st, uint8_t *buf, size_t len)
     return -1;
 }
 
-/* One CoAP message (the pieces of iov) as one binary message; n == 0: push out what
- * waits (wslay's queue, TLS records). */
+/* One CoAP message (the pieces of iov) as one binary message, framed here (RFC 6455 §5.2:
+ * a server's frames are unmasked; FIN, opcode 2, the length in 7, 16 or 64 bits) and
+ * gathered behind what is there already -- so answers leave in order, before a close
+ * libwslay makes later -- then written at once, or after the read that caused it. n ==
+ * 0: push out what waits. */
 static ssize_t
 ws_writev(struct conn *c, void *st, const struct iovec *iov, int n)
 {
     struct ws *w = st;
-    struct wslay_event_msg m = {WSLAY_BINARY_FRAME, NULL, 0};
-    uint8_t small[512], *b = small;
-    size_t len = 0, off = 0;
-    int rc;
+    uint8_t h[10];
+    size_t len = 0, hl;
 
     w->c = c;
     for (int i = 0; i < n; i++)
         len += iov[i].iov_len;
     if (len) {
-        if (w->olen - w->ooff > 2 * w->srv->cfg.tcp_write_bytes)
+        if (wslay_event_get_close_sent(w->ctx))
+            return -1;          /* §5.5.1: no data after our close */
+        if (w->olen - w->ooff + len > 2 * w->srv->cfg.tcp_write_bytes)
             return -1;          /* a peer that does not read */
-        if (len > sizeof small && (b = malloc(len)) == NULL)
-            return -1;
-        for (int i = 0; i < n; i++) {
-            memcpy(b + off, iov[i].iov_base, iov[i].iov_len);
-            off += iov[i].iov_len;
+        h[0] = 0x80 | WSLAY_BINARY_FRAME;
+        if (len < 126) {
+            h[1] = (uint8_t)len;
+            hl = 2;
+        } else if (len < 65536) {
+            h[1] = 126;
+            h[2] = (uint8_t)(len >> 8);
+            h[3] = (uint8_t)len;
+            hl = 4;
+        } else {
+            h[1] = 127;
+            for (int i = 0; i < 8; i++)
+                h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+            hl = 10;
         }
-        m.msg = b;
-        m.msg_length = len;
-        rc = wslay_event_queue_msg(w->ctx, &m);   /* it copies */
-        if (b != small)
-            free(b);
-        if (rc != 0)
+        if (ws_send_cb(w->ctx, h, hl, 0, w) < 0)
             return -1;
+        for (int i = 0; i < n; i++)
+            if (iov[i].iov_len && ws_send_cb(w->ctx, iov[i].iov_base, iov[i].iov_len, 0, w) < 0)
+                return -1;
     }
     if (!w->in_recv && (wslay_event_send(w->ctx) != 0 || ob_flush(w) < 0))
         return -1;
     return (ssize_t)len;
+}
+
+static size_t
+ws_queued(struct conn *c, void *st)
+{
+    struct ws *w = st;
+
+    (void)c;
+    return w->olen - w->ooff;
 }
 
 static int
@@ -592,6 +613,7 @@ static const struct stream_io ws_io = {
     .handshake = ws_handshake,
     .want_write = ws_want_write,
     .buffered = ws_buffered,
+    .queued = ws_queued,
     .messages = 1,
 };
 

@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import ssl
 import struct
 import subprocess
@@ -353,6 +354,34 @@ def t_queued_output():
             ctl.ask(req(DELETE, b"\x03", "tcp/flood"), DELETED)
         finally:
             hog.close()
+
+
+@test("answers before the end: requests and a close frame in one write -> the answers, then "
+      "the close (1000); a half-close after 200 pipelined requests -> all 200 answered (found "
+      "by ws_fuzz); an upgrade in HTTP/1.0 -> 400 (RFC 6455 §4.1)")
+def t_answers_before_end():
+    with WsServer() as s:
+        w = Ws(s.port, upgrade=False)
+        try:
+            w.raw(upgrade_request(w.key) + ws_frame(BINARY, to_ws(CSM_OK)) +
+                  ws_frame(BINARY, to_ws(req(GET, b"\x07", "hello"))) +
+                  ws_frame(CLOSE, struct.pack(">H", 1000)))
+            w.read_head()
+            eq([(f.code_str, f.token) for f in w.closed()], [("7.01", b""), ("2.05", b"\x07")],
+               "messages before the close")
+            eq([c for c, _ in w.closes], [1000], "close codes")
+        finally:
+            w.close()
+        with s.ws() as w:
+            w.raw(b"".join(ws_frame(BINARY, to_ws(req(GET, bytes([i]), "hello")))
+                           for i in range(200)))
+            w.sock.shutdown(socket.SHUT_WR)
+            got = w.closed(5.0)
+            eq(sorted(f.token[0] for f in got if f.code_str == "2.05"), list(range(200)),
+               "answers after the half-close")
+        key = base64.b64encode(b"0123456789abcdef").decode()
+        s.refused(upgrade_request(key).replace(b"HTTP/1.1", b"HTTP/1.0", 1), "400")
+        serving(s)
 
 
 @test("W7 the request target over 2 KiB -> 414; bytes after the upgrade that are no "

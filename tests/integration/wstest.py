@@ -14,7 +14,7 @@ import ssl
 import struct
 import time
 
-from coaptest import Server, cfg, check
+from coaptest import Server, cfg, check, eq
 from rfc8323 import CSM_OK, FrameConn, frame, frame_size
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -207,7 +207,22 @@ class WsServer:
             head = w.read_head()
             check(head.startswith(b"HTTP/1.1 " + want_status.encode()),
                   "expected %s, got %r" % (want_status, head[:200]))
-            w.closed(3.0)
+            m = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+            check(m is not None, "no Content-Length: %r" % head)
+            body, deadline = bytes(w.wbuf), time.monotonic() + 3.0
+            while time.monotonic() < deadline:     # the body (not frames), then the end
+                if not w.readable(deadline - time.monotonic()):
+                    break
+                try:
+                    d = w.sock.recv(4096)
+                except ConnectionResetError:
+                    d = b""
+                if not d:
+                    w.eof = "fin"
+                    break
+                body += d
+            check(w.eof, "the connection stayed open after %r" % head[:40])
+            eq(len(body), int(m.group(1)), "the body's length")
             return head
         finally:
             w.close()
