@@ -8,7 +8,12 @@
  *                             RSS before and after, then one GET on each (still served?)
  *   tcp-bench [options] dl    -n N downloads of -u PATH one after the other, one block at a
  *                             time, compared with -f FILE; -b 7 asks for BERT
+ *   tcp-bench [options] scrape  -n N (50) HTTP/1.1 GETs of /PATH one after the other, each
+ *                             on a new connection read until the server closes it: the time
+ *                             of each, and whether the body is Prometheus text (see below)
  *
+ *   -t tcp|ws    the transport of req, idle and dl: coap+tcp (RFC 8323 §3, the default) or
+ *                coap+ws (§4: a WebSocket at /.well-known/coap, see below)
  *   -a ADDR      server address (::1)       -p PORT     server port (required)
  *   -u PATH      resource (hello)           -e TEXT     req/idle: its payload (Hello, world)
  *   -f FILE      dl: the bytes expected     -b SZX      dl: 6 (1024-byte blocks) or 7 (BERT)
@@ -34,8 +39,23 @@
  * that Nagle's algorithm holds back until a delayed ACK (40 ms at least on Linux) comes
  * costs that much, where a busy CPU costs a few ms.
  *
+ * With -t ws, each connection first sends the HTTP/1.1 upgrade (RFC 6455 §4.1: GET
+ * /.well-known/coap, a random Sec-WebSocket-Key, version 13, the subprotocol "coap") and
+ * wants 101 with the Sec-WebSocket-Accept of its key (SHA-1 and base64, here) and "coap"
+ * back; a refusal is an error. Then every CoAP message is one binary frame in §4.4's format
+ * (the TCP header without its length: Len 0), ours masked with a fresh key each (§5.3),
+ * and a burst still goes in one send(). The server's frames must be unmasked; fragmented
+ * messages are put together, its Pings get a Pong (ws_pings=), its Close ends the
+ * connection (closed=), a text frame or a Len other than 0 is an error.
+ *
+ * scrape checks that each answer is 200 with a body of the length announced
+ * (Content-Length or chunked) and that the body reads as Prometheus text (0.0.4): every
+ * line a comment, "# TYPE NAME counter|gauge|histogram|summary|untyped", or a sample
+ * "NAME[{LABELS}] VALUE [TIMESTAMP]", the last one ended; with at least one "# TYPE" and one
+ * moonlet_ sample. It stops at the first answer that is not 200 (code= says which).
+ *
  * Prints one line of NAME=VALUE on stdout. Exit status 0; 1 with invalid answers, lost
- * ones or closed connections; 2 for bad usage or setup.
+ * ones or closed connections (scrape: a failed scrape); 2 for bad usage or setup.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -45,16 +65,22 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
 
 #include "proc.h"
 
@@ -82,8 +108,19 @@
 #define OPT_BLOCK2 23
 #define CSM_MMS 2
 #define CSM_BWT 4
+/* WebSocket (RFC 6455 §5.2) */
+#define WS_CONT 0x0
+#define WS_TEXT 0x1
+#define WS_BINARY 0x2
+#define WS_CLOSE 0x8
+#define WS_PING 0x9
+#define WS_PONG 0xA
+#define WS_HEAD_MAX 8192 /* an upgrade answer's head longer than this: refused */
+#define WS_PATH "/.well-known/coap"
+#define SCRAPE_LIMIT 10.0 /* s for one scrape, connect to the server's close */
+#define SCRAPE_MAX (256u << 20) /* bytes of one answer, at most */
 
-enum { CONNECTING, CSM_WAIT, OPEN, DEAD };
+enum { CONNECTING, UPGRADING, CSM_WAIT, OPEN, DEAD };
 
 struct slot {
     double sent;
@@ -104,14 +141,20 @@ struct conn {
     uint32_t peer_mms;
     uint8_t bwt;
     struct slot *slots; /* nslots, a power of 2 >= the window */
+    /* -t ws */
+    uint8_t *frag; /* a fragmented message so far */
+    size_t fraglen, fragcap;
+    uint8_t infrag;
+    char accept[32]; /* the Sec-WebSocket-Accept expected */
 };
 
 static struct tally {
-    unsigned long ok, errors, lost, late, closed, pongs, sent;
+    unsigned long ok, errors, lost, late, closed, pongs, sent, ws_pings, ws_fragmented;
 } tally;
 
 static struct {
     const char *addr, *path, *payload, *file, *pid;
+    int ws; /* -t ws */
     unsigned port, conns, window, rounds, parallel, szx;
     unsigned long n, mms;
     double secs, warmup;
@@ -235,6 +278,94 @@ frame_len(const uint8_t *p, size_t n, size_t *hl)
     if (body > (1u << 30))
         return -1;
     return (long)(*hl + tkl + body);
+}
+
+/* ---- WebSocket (RFC 6455, RFC 8323 §4) */
+
+static uint64_t rng; /* xorshift64*, seeded by getrandom() */
+
+static uint32_t
+rnd32(void)
+{
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return (uint32_t)((rng * 0x2545F4914F6CDD1DULL) >> 32);
+}
+
+/* base64 (RFC 4648 §4) of n bytes into out (4 * ceil(n / 3) + 1 bytes), by GnuTLS */
+static void
+base64(const uint8_t *in, size_t n, char *out)
+{
+    gnutls_datum_t d = {(unsigned char *)in, (unsigned)n}, b = {0};
+
+    if (gnutls_base64_encode2(&d, &b) < 0)
+        die("base64");
+    memcpy(out, b.data, b.size);
+    out[b.size] = 0;
+    gnutls_free(b.data);
+}
+
+/* a client frame's header (FIN, opcode, MASK and the length, RFC 6455 §5.2) and a fresh
+ * masking key into h: its length (6, 8 or 14) */
+static size_t
+ws_head(uint8_t *h, unsigned op, size_t len)
+{
+    size_t n = 2;
+    uint32_t key = rnd32();
+
+    h[0] = (uint8_t)(0x80 | op);
+    if (len < 126) {
+        h[1] = (uint8_t)(0x80 | len);
+    } else if (len < 65536) {
+        h[1] = 0x80 | 126;
+        h[2] = (uint8_t)(len >> 8);
+        h[3] = (uint8_t)len;
+        n = 4;
+    } else {
+        h[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+        n = 10;
+    }
+    memcpy(h + n, &key, 4);
+    return n + 4;
+}
+
+/* the client frame at m, total bytes with its header, masked (§5.3) */
+static void
+ws_mask(uint8_t *m, size_t total)
+{
+    size_t kl = (m[1] & 127) == 126 ? 4 : (m[1] & 127) == 127 ? 10 : 2;
+    const uint8_t *key = m + kl;
+
+    for (size_t i = 0, at = kl + 4; at < total; i++, at++)
+        m[at] ^= key[i & 3];
+}
+
+/* A message's header into h, for a body (options and payload) of `body` bytes after a
+ * token of tkl bytes: over TCP §3.2's (Len/TKL, the extended length, Code); over a
+ * WebSocket a binary frame's header and masking key, then §4.4's (Len 0 and TKL, Code).
+ * Its length; msg_seal when the message is whole. */
+static size_t
+msg_head(uint8_t *h, size_t body, unsigned tkl, unsigned code)
+{
+    size_t n;
+
+    if (!opt.ws)
+        return frame_head(h, body, tkl, code);
+    n = ws_head(h, WS_BINARY, 2 + tkl + body);
+    h[n++] = (uint8_t)tkl;
+    h[n++] = (uint8_t)code;
+    return n;
+}
+
+/* the message at m (total bytes) ready to go: masked over a WebSocket */
+static inline void
+msg_seal(uint8_t *m, size_t total)
+{
+    if (opt.ws)
+        ws_mask(m, total);
 }
 
 /* one option after another (RFC 7252 §3.1) */
@@ -414,6 +545,10 @@ conn_end(struct conn *c, int closed, const char *why)
     free(c->wbuf);
     c->wbuf = NULL;
     c->wlen = c->woff = c->wcap = 0;
+    free(c->frag);
+    c->frag = NULL;
+    c->fraglen = c->fragcap = 0;
+    c->infrag = 0;
 }
 
 /* What the socket takes now; the rest waits for EPOLLOUT. */
@@ -473,7 +608,7 @@ conn_flush(struct conn *c)
 static void
 send_csm(struct conn *c)
 {
-    uint8_t m[16], v[4];
+    uint8_t m[32], v[4];
     size_t vl = 0, n, hl, body;
     uint32_t mms = (uint32_t)opt.mms;
 
@@ -482,12 +617,13 @@ send_csm(struct conn *c)
     for (size_t i = 0; i < vl; i++)
         v[i] = (uint8_t)(mms >> (8 * (vl - 1 - i)));
     body = 1 + vl + 1;
-    hl = frame_head(m, body, 0, CSM);
+    hl = msg_head(m, body, 0, CSM);
     n = hl;
     m[n++] = (uint8_t)(CSM_MMS << 4 | vl);
     memcpy(m + n, v, vl);
     n += vl;
     m[n++] = (uint8_t)((CSM_BWT - CSM_MMS) << 4);
+    msg_seal(m, n);
     conn_write(c, m, n);
 }
 
@@ -543,9 +679,10 @@ get_build(struct conn *c, uint8_t *b, long block, double t)
         for (size_t i = 0; i < vl; i++)
             body[bl++] = (uint8_t)(v >> (8 * (vl - 1 - i)));
     }
-    hl = frame_head(b, bl, 4, GET);
+    hl = msg_head(b, bl, 4, GET);
     memcpy(b + hl, &token, 4);
     memcpy(b + hl + 4, body, bl);
+    msg_seal(b, hl + 4 + bl);
     *s = (struct slot){t, token, 1};
     c->inflight++;
     outstanding++;
@@ -756,7 +893,7 @@ signal_in(struct conn *c, const struct frame *f)
 {
     const uint8_t *v;
     size_t vl;
-    uint8_t m[16];
+    uint8_t m[32];
     size_t hl;
 
     switch (f->code) {
@@ -772,8 +909,9 @@ signal_in(struct conn *c, const struct frame *f)
             c->state = OPEN;
         return;
     case PING:
-        hl = frame_head(m, 0, f->tkl, PONG);
+        hl = msg_head(m, 0, f->tkl, PONG);
         memcpy(m + hl, f->token, f->tkl);
+        msg_seal(m, hl + f->tkl);
         tally.pongs++;
         conn_write(c, m, hl + f->tkl);
         return;
@@ -825,6 +963,265 @@ frame_in(struct conn *c, const uint8_t *p, size_t total, size_t hl, double t)
     on_answer(c, &f, t);
 }
 
+/* ---- WebSocket: the upgrade and the frames */
+
+/* the upgrade request (RFC 6455 §4.1), with a fresh key; the accept value it wants kept */
+static void
+ws_upgrade(struct conn *c)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    uint8_t raw[16], digest[20], cat[64];
+    char key[32], req[512];
+    int n;
+
+    for (int i = 0; i < 16; i += 4) {
+        uint32_t r = rnd32();
+
+        memcpy(raw + i, &r, 4);
+    }
+    base64(raw, 16, key);
+    memcpy(cat, key, 24);
+    memcpy(cat + 24, guid, 36);
+    if (gnutls_hash_fast(GNUTLS_DIG_SHA1, cat, 60, digest) < 0)
+        die("sha1");
+    base64(digest, 20, c->accept);
+    n = snprintf(req, sizeof req,
+                 "GET " WS_PATH " HTTP/1.1\r\nHost: %s%s%s:%u\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+                 "Sec-WebSocket-Protocol: coap\r\n\r\n",
+                 server.ss_family == AF_INET6 ? "[" : "", opt.addr,
+                 server.ss_family == AF_INET6 ? "]" : "", opt.port, key);
+    conn_write(c, (const uint8_t *)req, (size_t)n);
+}
+
+/* Does the header line at p (n bytes, "Name: value") have this name? Its value then,
+ * without the white space around it, in *v and *vl. */
+static int
+header_is(const char *p, size_t n, const char *name, const char **v, size_t *vl)
+{
+    size_t k = strlen(name);
+
+    if (n <= k || strncasecmp(p, name, k) != 0 || p[k] != ':')
+        return 0;
+    p += k + 1, n -= k + 1;
+    while (n && (*p == ' ' || *p == '\t'))
+        p++, n--;
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    *v = p;
+    *vl = n;
+    return 1;
+}
+
+/* does the comma-separated list v (vl bytes) hold token, case-insensitively? */
+static int
+list_has(const char *v, size_t vl, const char *token)
+{
+    size_t k = strlen(token);
+
+    while (vl) {
+        size_t l = 0, e;
+
+        while (vl && (*v == ' ' || *v == '\t' || *v == ','))
+            v++, vl--;
+        while (l < vl && v[l] != ',')
+            l++;
+        for (e = l; e && (v[e - 1] == ' ' || v[e - 1] == '\t'); e--)
+            ;
+        if (e == k && strncasecmp(v, token, k) == 0)
+            return 1;
+        v += l, vl -= l;
+    }
+    return 0;
+}
+
+/* The answer to the upgrade in rx (have bytes): 0 while its head is not whole (or it was
+ * refused: c is DEAD then), else the head's length; c then sends its CSM. */
+static size_t
+ws_upgraded(struct conn *c, size_t have)
+{
+    const char *h = (const char *)rx, *end = memmem(rx, have, "\r\n\r\n", 4), *p, *v;
+    size_t vl, status_len;
+    int accept = 0, proto = 0, upgrade = 0, connection = 0;
+
+    if (end == NULL) {
+        if (have > WS_HEAD_MAX) {
+            tally.errors++;
+            conn_end(c, 1, "an upgrade answer with a head over 8 KiB");
+        }
+        return 0;
+    }
+    status_len = strcspn(h, "\r");
+    for (p = h + status_len + 2; p < end + 2;) {
+        size_t l = (size_t)((const char *)memmem(p, (size_t)(end + 2 - p), "\r\n", 2) - p);
+
+        if (header_is(p, l, "Sec-WebSocket-Accept", &v, &vl))
+            accept = vl == strlen(c->accept) && memcmp(v, c->accept, vl) == 0;
+        else if (header_is(p, l, "Sec-WebSocket-Protocol", &v, &vl))
+            proto = vl == 4 && strncasecmp(v, "coap", 4) == 0;
+        else if (header_is(p, l, "Upgrade", &v, &vl))
+            upgrade = list_has(v, vl, "websocket");
+        else if (header_is(p, l, "Connection", &v, &vl))
+            connection = list_has(v, vl, "upgrade");
+        p += l + 2;
+    }
+    if (status_len < 12 || memcmp(h, "HTTP/1.1 101", 12) != 0 || !accept || !proto || !upgrade ||
+        !connection) {
+        tally.errors++;
+        complain("upgrade refused: '%.*s'%s%s%s%s", (int)(status_len < 80 ? status_len : 80), h,
+                 accept ? "" : ", no or a wrong Sec-WebSocket-Accept",
+                 proto ? "" : ", no Sec-WebSocket-Protocol: coap",
+                 upgrade ? "" : ", no Upgrade: websocket",
+                 connection ? "" : ", no Connection: Upgrade");
+        conn_end(c, 0, NULL);
+        return 0;
+    }
+    c->state = CSM_WAIT;
+    send_csm(c);
+    return (size_t)(end + 4 - h);
+}
+
+/* a control frame (a Pong, a Close) to the server, masked */
+static void
+ws_control(struct conn *c, unsigned op, const uint8_t *p, size_t len)
+{
+    uint8_t m[14 + 125];
+    size_t hl = ws_head(m, op, len);
+
+    memcpy(m + hl, p, len);
+    ws_mask(m, hl + len);
+    conn_write(c, m, hl + len);
+}
+
+/* one CoAP message in §4.4's format (a binary message's payload) */
+static void
+ws_message(struct conn *c, const uint8_t *p, size_t len, double t)
+{
+    if (len < 2 || (p[0] >> 4) != 0 || (p[0] & 15) > 8 || len < 2u + (p[0] & 15)) {
+        tally.errors++;
+        complain("a binary message that is not CoAP over WebSockets (%zu bytes, first %02x)",
+                 len, len ? p[0] : 0);
+        return;
+    }
+    frame_in(c, p, len, 2, t);
+}
+
+/* one whole WebSocket frame from the server */
+static void
+ws_frame(struct conn *c, unsigned fin, unsigned op, const uint8_t *p, size_t len, double t)
+{
+    char why[160];
+    size_t n;
+
+    switch (op) {
+    case WS_BINARY:
+    case WS_CONT:
+        if ((op == WS_BINARY) == c->infrag) {
+            tally.errors++;
+            conn_end(c, 1, op == WS_CONT ? "a continuation frame with no message to continue"
+                                         : "a new message inside a fragmented one");
+            return;
+        }
+        if (fin && !c->infrag) { /* the usual case: no copy */
+            ws_message(c, p, len, t);
+            return;
+        }
+        if (c->fraglen + len > opt.mms + 16) {
+            tally.errors++;
+            conn_end(c, 1, "a fragmented message over our Max-Message-Size");
+            return;
+        }
+        if (c->fraglen + len > c->fragcap) {
+            c->fragcap = c->fraglen + len;
+            if ((c->frag = realloc(c->frag, c->fragcap)) == NULL)
+                die("realloc");
+        }
+        memcpy(c->frag + c->fraglen, p, len);
+        c->fraglen += len;
+        c->infrag = !fin;
+        if (fin) {
+            n = c->fraglen;
+            c->fraglen = 0;
+            tally.ws_fragmented++;
+            ws_message(c, c->frag, n, t);
+        }
+        return;
+    case WS_PING:
+        tally.ws_pings++;
+        ws_control(c, WS_PONG, p, len);
+        return;
+    case WS_PONG:
+        return;
+    case WS_CLOSE:
+        snprintf(why, sizeof why, "WebSocket Close %u '%.*s'",
+                 len >= 2 ? (unsigned)(p[0] << 8 | p[1]) : 1005,
+                 (int)(len > 2 ? (len - 2 < 80 ? len - 2 : 80) : 0), (const char *)p + 2);
+        conn_end(c, 1, why);
+        return;
+    default:
+        tally.errors++;
+        snprintf(why, sizeof why, "a WebSocket frame with opcode %u%s", op,
+                 op == WS_TEXT ? " (text)" : "");
+        conn_end(c, 1, why);
+    }
+}
+
+/* What rx holds (have bytes) over a WebSocket: the upgrade's answer, then whole frames
+ * handled; the bytes taken (the rest is a cut frame). */
+static size_t
+ws_in(struct conn *c, size_t have, double t)
+{
+    size_t at = 0;
+
+    if (c->state == UPGRADING && (at = ws_upgraded(c, have)) == 0)
+        return 0;
+    while (at < have && c->state != DEAD) {
+        const uint8_t *p = rx + at;
+        size_t avail = have - at, hl = 2;
+        uint64_t len;
+        unsigned fin, op;
+
+        if (avail < 2)
+            break;
+        len = p[1] & 127;
+        fin = p[0] >> 7;
+        op = p[0] & 15;
+        if (p[0] & 0x70 || p[1] & 0x80) {
+            tally.errors++;
+            conn_end(c, 1, p[1] & 0x80 ? "a masked frame from the server" : "RSV bits set");
+            break;
+        }
+        if (len == 126) {
+            hl = 4;
+            if (avail < hl)
+                break;
+            len = (uint64_t)p[2] << 8 | p[3];
+        } else if (len == 127) {
+            hl = 10;
+            if (avail < hl)
+                break;
+            len = 0;
+            for (int i = 0; i < 8; i++)
+                len = len << 8 | p[2 + i];
+        }
+        if (op >= 8 && (!fin || len > 125)) {
+            tally.errors++;
+            conn_end(c, 1, "a fragmented or long control frame");
+            break;
+        }
+        if (len > rxcap / 2) {
+            tally.errors++;
+            conn_end(c, 1, "a frame far over our Max-Message-Size");
+            break;
+        }
+        if (avail - hl < len)
+            break;
+        ws_frame(c, fin, op, p + hl, (size_t)len, t);
+        at += hl + (size_t)len;
+    }
+    return at;
+}
+
 /* What has come: whole frames handled, a cut one kept. */
 static void
 conn_read(struct conn *c, double t)
@@ -842,19 +1239,22 @@ conn_read(struct conn *c, double t)
         return;
     }
     have += (size_t)n;
-    while (at < have && c->state != DEAD) {
-        long total = frame_len(rx + at, have - at, &hl);
+    if (opt.ws)
+        at = ws_in(c, have, t);
+    else
+        while (at < have && c->state != DEAD) {
+            long total = frame_len(rx + at, have - at, &hl);
 
-        if (total < 0) {
-            tally.errors++;
-            conn_end(c, 1, "unframeable bytes");
-            return;
+            if (total < 0) {
+                tally.errors++;
+                conn_end(c, 1, "unframeable bytes");
+                return;
+            }
+            if (total == 0 || (size_t)total > have - at)
+                break;
+            frame_in(c, rx + at, (size_t)total, hl, t);
+            at += (size_t)total;
         }
-        if (total == 0 || (size_t)total > have - at)
-            break;
-        frame_in(c, rx + at, (size_t)total, hl, t);
-        at += (size_t)total;
-    }
     if (c->state == DEAD)
         return;
     c->rlen = have - at;
@@ -886,9 +1286,14 @@ conn_event(struct conn *c, uint32_t ev, double t)
             conn_end(c, 1, strerror(err));
             return;
         }
-        c->state = CSM_WAIT;
         watch(c, EPOLLIN);
-        send_csm(c);
+        if (opt.ws) {
+            c->state = UPGRADING;
+            ws_upgrade(c);
+        } else {
+            c->state = CSM_WAIT;
+            send_csm(c);
+        }
         return;
     }
     if (ev & EPOLLOUT && c->wlen > c->woff)
@@ -1011,9 +1416,12 @@ static void
 print_tally(void)
 {
     printf(" server_mms=%lu server_bwt=%d sent=%lu ok=%lu errors=%lu lost=%lu late=%lu closed=%lu"
-           " pongs=%lu\n",
+           " pongs=%lu",
            server_mms, server_bwt, tally.sent, tally.ok, tally.errors, tally.lost, tally.late,
            tally.closed, tally.pongs);
+    if (opt.ws)
+        printf(" transport=ws ws_pings=%lu ws_fragmented=%lu", tally.ws_pings, tally.ws_fragmented);
+    printf("\n");
 }
 
 static int
@@ -1244,12 +1652,280 @@ mode_dl(void)
     return status() || ok < opt.n;
 }
 
+/* ---- scrape: HTTP/1.1 GETs, a connection each */
+
+/* a connection to the server by `until`: its descriptor (non-blocking), -1 and errno */
+static int
+http_connect(double until)
+{
+    int fd = socket(server.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), err = 0;
+    socklen_t el = sizeof err;
+    struct pollfd pf;
+
+    if (fd < 0)
+        die("socket");
+    if (connect(fd, (struct sockaddr *)&server, server_len) == 0)
+        return fd;
+    if (errno != EINPROGRESS)
+        goto fail;
+    pf = (struct pollfd){fd, POLLOUT, 0};
+    if (poll(&pf, 1, (int)((until - now()) * 1e3) + 1) <= 0) {
+        errno = ETIMEDOUT;
+        goto fail;
+    }
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err == 0)
+        return fd;
+    errno = err;
+fail:
+    err = errno;
+    close(fd);
+    errno = err;
+    return -1;
+}
+
+/* One GET: the whole answer, to the server's close, in *buf (*len bytes, *cap held), its
+ * time in *took. 0, or -1 and why. */
+static int
+scrape_once(char **buf, size_t *len, size_t *cap, double *took, char *why, size_t wl)
+{
+    double t0 = now(), until = t0 + SCRAPE_LIMIT, t;
+    char req[512];
+    int fd, one = 1;
+    size_t n, off = 0;
+
+    n = (size_t)snprintf(req, sizeof req, "GET /%s HTTP/1.1\r\nHost: %s%s%s:%u\r\n"
+                         "Accept: text/plain\r\nUser-Agent: tcp-bench\r\n\r\n", opt.path,
+                         server.ss_family == AF_INET6 ? "[" : "", opt.addr,
+                         server.ss_family == AF_INET6 ? "]" : "", opt.port);
+    if ((fd = http_connect(until)) < 0) {
+        snprintf(why, wl, "connect: %s", strerror(errno));
+        return -1;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    *len = 0;
+    while ((t = now()) < until) {
+        struct pollfd pf = {fd, (short)(off < n ? POLLOUT | POLLIN : POLLIN), 0};
+        ssize_t k;
+
+        if (poll(&pf, 1, (int)((until - t) * 1e3) + 1) <= 0)
+            continue;
+        if (off < n && pf.revents & POLLOUT) {
+            k = send(fd, req + off, n - off, MSG_NOSIGNAL);
+            if (k < 0 && errno != EAGAIN && errno != EINTR) {
+                snprintf(why, wl, "send: %s", strerror(errno));
+                close(fd);
+                return -1;
+            }
+            off += k > 0 ? (size_t)k : 0;
+        }
+        if (!(pf.revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        if (*cap - *len < 65536) {
+            *cap = *cap ? 2 * *cap : 1u << 20;
+            if (*cap > SCRAPE_MAX + 65536u) {
+                snprintf(why, wl, "an answer over %u MiB", SCRAPE_MAX >> 20);
+                close(fd);
+                return -1;
+            }
+            if ((*buf = realloc(*buf, *cap)) == NULL)
+                die("realloc");
+        }
+        k = recv(fd, *buf + *len, *cap - *len - 1, 0);
+        if (k == 0) { /* the server's close: the answer is whole */
+            *took = now() - t0;
+            (*buf)[*len] = 0;
+            close(fd);
+            return 0;
+        }
+        if (k < 0 && errno != EAGAIN && errno != EINTR) {
+            snprintf(why, wl, "recv after %zu bytes: %s", *len, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        *len += k > 0 ? (size_t)k : 0;
+    }
+    snprintf(why, wl, "no close within %.0f s (%zu bytes came)", SCRAPE_LIMIT, *len);
+    close(fd);
+    return -1;
+}
+
+/* an HTTP/1.1 answer, parsed */
+struct http_answer {
+    int code;
+    char *body; /* in the buffer (chunks joined in place) */
+    size_t body_len;
+    char ctype[96]; /* Content-Type, its spaces left out */
+};
+
+/* the answer in b (n bytes, NUL after them): 0, or -1 and why */
+static int
+http_parse(char *b, size_t n, struct http_answer *a, char *why, size_t wl)
+{
+    char *end = memmem(b, n, "\r\n\r\n", 4), *p, *v;
+    long clen = -1;
+    int chunked = 0;
+
+    a->ctype[0] = 0;
+    if (end == NULL || sscanf(b, "HTTP/1.%*1[01] %3d", &a->code) != 1) {
+        snprintf(why, wl, "not an HTTP/1.1 answer: '%.40s'", b);
+        return -1;
+    }
+    for (p = strstr(b, "\r\n") + 2; p < end + 2; p = strstr(p, "\r\n") + 2) {
+        size_t l = strcspn(p, "\r"), vl;
+
+        if (header_is(p, l, "Content-Length", (const char **)&v, &vl))
+            clen = strtol(v, NULL, 10);
+        else if (header_is(p, l, "Transfer-Encoding", (const char **)&v, &vl))
+            chunked = list_has(v, vl, "chunked");
+        else if (header_is(p, l, "Content-Type", (const char **)&v, &vl)) {
+            size_t k = 0;
+
+            for (size_t i = 0; i < vl && k + 1 < sizeof a->ctype; i++)
+                if (v[i] != ' ' && v[i] != '"')
+                    a->ctype[k++] = v[i];
+            a->ctype[k] = 0;
+        }
+    }
+    a->body = end + 4;
+    a->body_len = n - (size_t)(a->body - b);
+    if (chunked) { /* RFC 9112 §7.1, joined in place */
+        char *in = a->body, *out = a->body, *stop = b + n;
+
+        for (;;) {
+            char *e;
+            unsigned long sz = strtoul(in, &e, 16);
+
+            if (e == in || (e = strstr(e, "\r\n")) == NULL) {
+                snprintf(why, wl, "a malformed chunk at body byte %zu", (size_t)(in - a->body));
+                return -1;
+            }
+            in = e + 2;
+            if (sz == 0)
+                break;
+            if (sz > (size_t)(stop - in) || (size_t)(stop - in) - sz < 2 || memcmp(in + sz, "\r\n", 2)) {
+                snprintf(why, wl, "a chunk of %lu bytes cut short", sz);
+                return -1;
+            }
+            memmove(out, in, sz);
+            out += sz;
+            in += sz + 2;
+        }
+        a->body_len = (size_t)(out - a->body);
+        *out = 0;
+    } else if (clen >= 0 && (size_t)clen != a->body_len) {
+        snprintf(why, wl, "Content-Length %ld, %zu bytes came", clen, a->body_len);
+        return -1;
+    }
+    return 0;
+}
+
+/* what a scrape holds: "# TYPE" lines and moonlet_ samples (promtool checks the format
+ * itself in the tests: test_metrics.py) */
+struct prom {
+    unsigned types, samples, moonlet_samples, lines, bad;
+    char first_bad[100];
+};
+
+static void
+prom_check(const char *b, size_t n, struct prom *r)
+{
+    const char *p = b, *end = b + n;
+
+    *r = (struct prom){0};
+    while (p < end) {
+        const char *e = memchr(p, '\n', (size_t)(end - p));
+
+        if (e == NULL) {
+            if (r->bad++ == 0)
+                snprintf(r->first_bad, sizeof r->first_bad, "(the last line is not ended)");
+            break;
+        }
+        r->lines++;
+        if (e - p > 7 && memcmp(p, "# TYPE ", 7) == 0)
+            r->types++;
+        else if (*p != '#' && e > p) {
+            r->samples++;
+            r->moonlet_samples += e - p > 8 && memcmp(p, "moonlet_", 8) == 0;
+            if (memchr(p, ' ', (size_t)(e - p)) == NULL && r->bad++ == 0)
+                snprintf(r->first_bad, sizeof r->first_bad, "%.*s",
+                         (int)(e - p < 80 ? e - p : 80), p);
+        }
+        p = e + 1;
+    }
+}
+
+/* -n GETs of /PATH, one after the other, each on a connection of its own */
+static int
+mode_scrape(void)
+{
+    unsigned long n = opt.n, done = 0;
+    double *took = calloc(n, sizeof *took), first = 0;
+    char *buf = NULL, why[240] = "";
+    size_t cap = 0, len = 0, body_min = 0, body_max = 0;
+    struct http_answer a = {0};
+    struct prom pr = {0}, pr0 = {0};
+    struct mark m0, m1;
+    int code = 0;
+
+    if (took == NULL)
+        die("calloc");
+    m0 = mark_now(opt.pid);
+    for (unsigned long i = 0; i < n; i++) {
+        if (scrape_once(&buf, &len, &cap, &took[done], why, sizeof why) < 0 ||
+            http_parse(buf, len, &a, why, sizeof why) < 0)
+            break;
+        code = a.code;
+        if (a.code != 200) {
+            snprintf(why, sizeof why, "answered %d: '%.*s'", a.code,
+                     (int)strcspn(a.body, "\r\n") < 100 ? (int)strcspn(a.body, "\r\n") : 100, a.body);
+            break;
+        }
+        prom_check(a.body, a.body_len, &pr);
+        if (pr.bad || pr.types == 0 || pr.moonlet_samples == 0) {
+            snprintf(why, sizeof why, "not Prometheus text: %u of %u lines do not read as it (first:"
+                     " '%s'), %u # TYPE lines, %u moonlet_ samples", pr.bad, pr.lines, pr.first_bad,
+                     pr.types, pr.moonlet_samples);
+            break;
+        }
+        if (done == 0) {
+            pr0 = pr;
+            first = took[0];
+            body_min = body_max = a.body_len;
+        }
+        body_min = a.body_len < body_min ? a.body_len : body_min;
+        body_max = a.body_len > body_max ? a.body_len : body_max;
+        done++;
+    }
+    m1 = mark_now(opt.pid);
+    qsort(took, done, sizeof *took, by_double);
+    printf("mode=scrape path=/%s n=%lu done=%lu code=%d", opt.path, n, done, code);
+    if (done) {
+        printf(" first_ms=%.2f min_ms=%.2f p50_ms=%.2f max_ms=%.2f body_bytes=%zu body_max=%zu"
+               " lines=%u types=%u samples=%u moonlet_samples=%u server_us=", first * 1e3,
+               took[0] * 1e3, took[done / 2] * 1e3, took[done - 1] * 1e3, body_min, body_max,
+               pr0.lines, pr0.types, pr0.samples, pr0.moonlet_samples);
+        if (m0.server_ms >= 0 && m1.server_ms >= 0)
+            printf("%.0f", (m1.server_ms - m0.server_ms) * 1e3 / done);
+        else
+            printf("-");
+        printf(" client_us=%.0f content_type=%s", (m1.client_ms - m0.client_ms) * 1e3 / done,
+               a.ctype[0] ? a.ctype : "-");
+    }
+    printf("\n");
+    if (why[0])
+        fprintf(stderr, "tcp-bench: scrape %lu: %s\n", done + 1, why);
+    free(buf);
+    free(took);
+    return done < n;
+}
+
 _Noreturn static void
 usage(void)
 {
     fprintf(stderr, "usage: tcp-bench -p PORT [-a ADDR] [-u PATH] [-e TEXT] [-f FILE] [-b SZX]"
                     " [-d S] [-W S] [-N N] [-s PID] [-c N] [-w N] [-n N] [-P N] [-M BYTES]"
-                    " req|idle|dl\n");
+                    " [-t tcp|ws] req|idle|dl|scrape\n");
     exit(2);
 }
 
@@ -1258,7 +1934,7 @@ options(int argc, char **argv)
 {
     int o;
 
-    while ((o = getopt(argc, argv, "a:p:u:e:f:b:d:W:N:s:c:w:n:P:M:")) != -1) {
+    while ((o = getopt(argc, argv, "a:p:u:e:f:b:d:W:N:s:c:w:n:P:M:t:")) != -1) {
         switch (o) {
         case 'a':
             opt.addr = optarg;
@@ -1305,6 +1981,11 @@ options(int argc, char **argv)
         case 'M':
             opt.mms = strtoul(optarg, NULL, 10);
             break;
+        case 't':
+            if (strcmp(optarg, "ws") != 0 && strcmp(optarg, "tcp") != 0)
+                usage();
+            opt.ws = strcmp(optarg, "ws") == 0;
+            break;
         default:
             usage();
         }
@@ -1342,6 +2023,10 @@ setup(const char *mode)
         if (opt.file == NULL)
             usage();
     }
+    if (strcmp(mode, "scrape") == 0 && opt.n == 0)
+        opt.n = 50;
+    if (getrandom(&rng, sizeof rng, 0) != sizeof rng || rng == 0)
+        rng = (uint64_t)now() * 0x9E3779B97F4A7C15ULL | 1;
     /* as many descriptors as the hard limit allows; the connections need them */
     fds = (strcmp(mode, "idle") == 0 ? opt.n : opt.conns) + 32;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < fds) {
@@ -1379,5 +2064,7 @@ main(int argc, char **argv)
         return mode_idle();
     if (strcmp(mode, "dl") == 0)
         return mode_dl();
+    if (strcmp(mode, "scrape") == 0)
+        return mode_scrape();
     usage();
 }
