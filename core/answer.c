@@ -26,7 +26,7 @@ answer_dispatch(struct server *srv, struct moonlet_req *req, struct moonlet_resp
     req->t0 = ev_now(srv->loop);
     req->met = NULL;
     if (dispatch(srv, req, resp) != MOONLET_DEFERRED) {
-        metrics_answer(srv, req->method, resp->code, req->met, req->t0);
+        metrics_answer(&srv->m, srv, req->method, resp->code, req->met, req->t0);
         return MOONLET_OK;
     }
     if (req->pd) {              /* NULL: already answered from inside the handler */
@@ -57,7 +57,7 @@ pending_answer(moonlet_pending *pd)
     }
     if (pd->res)
         dispatch_changed(srv, pd->res, pd->blk.method, pd->resp.code);
-    metrics_answer(srv, pd->method, pd->resp.code, pd->met, pd->t0);
+    metrics_answer(&srv->m, srv, pd->method, pd->resp.code, pd->met, pd->t0);
     if (s->ep)                  /* NULL: the peer is gone (its session was closed) */
         s->ep->tp->ml->answer(srv, pd);
 }

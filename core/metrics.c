@@ -93,31 +93,38 @@ res_of(struct server *srv, const char *path)
     return e;
 }
 
-static void
-observe(struct met_res *e, double s)
+static unsigned
+bucket_of(double s)
 {
     unsigned i = 0;
 
     while (i < MET_BUCKETS && s > bounds[i])
         i++;
-    e->bucket[i]++;
-    e->count++;
-    e->sum += s;
+    return i;
 }
 
 void
 metrics_flush(struct server *srv)
 {
     struct metrics *m = &srv->m;
-    ev_tstamp now;
+    ev_tstamp now, t0 = -1;
+    double s = 0;
+    unsigned b = 0;
 
     if (m->nbatch == 0)
         return;
     now = ev_time();            /* one clock reading for the turn's answers */
     for (unsigned i = 0; i < m->nbatch; i++) {
-        double s = now - m->batch[i].t0;
+        struct met_res *e = m->batch[i].r;
 
-        observe(m->batch[i].r, s > 0 ? s : 0);
+        if (m->batch[i].t0 != t0) {     /* most of a turn's answers share their arrival */
+            t0 = m->batch[i].t0;
+            s = now > t0 ? now - t0 : 0;
+            b = bucket_of(s);
+        }
+        e->bucket[b]++;
+        e->count++;
+        e->sum += s;
     }
     m->nbatch = 0;
 }
@@ -134,28 +141,17 @@ catchalls(struct metrics *m)
 }
 
 struct met_res *
-metrics_res(struct server *srv, struct resource *r)
+metrics_res_new(struct server *srv, struct resource *r)
 {
-    if (r->met == NULL && catchalls(&srv->m) == 0)
+    if (catchalls(&srv->m) == 0)
         r->met = res_of(srv, r->path);
     return r->met;
 }
 
-void
-metrics_answer(struct server *srv, unsigned method, unsigned code, struct met_res *e,
-               ev_tstamp t0)
+struct met_res *
+metrics_none(struct server *srv)
 {
-    struct metrics *m = &srv->m;
-    unsigned cls = code >> 5;
-
-    m->req[method <= 7 ? method : 0][cls == 2 ? 0 : cls == 4 ? 1 : 2]++;
-    if (e == NULL && (catchalls(m) < 0 || (e = m->none) == NULL))
-        return;
-    if (m->nbatch == MET_BATCH)
-        metrics_flush(srv);
-    m->batch[m->nbatch].r = e;
-    m->batch[m->nbatch].t0 = t0;
-    m->nbatch++;
+    return catchalls(&srv->m) == 0 ? srv->m.none : NULL;
 }
 
 void

@@ -56,14 +56,11 @@ struct metrics {
     unsigned nbatch;
 };
 
-/* The latency histogram of r (made at its first request, kept for its path). */
-struct met_res *metrics_res(struct server *srv, struct resource *r);
-/* A request was answered with code; e: its resource's histogram (NULL: it reached none),
- * t0: when it arrived (its loop turn's ev_now). */
-void metrics_answer(struct server *srv, unsigned method, unsigned code, struct met_res *e,
-                    ev_tstamp t0);
 /* The answers of this turn leave now: observe their latencies (the prepare watcher). */
 void metrics_flush(struct server *srv);
+/* The histograms made at first use: r's (kept for its path), that of "(none)". */
+struct met_res *metrics_res_new(struct server *srv, struct resource *r);
+struct met_res *metrics_none(struct server *srv);
 /* A message in or out on transport t (MT_*), of kind k (MK_*), len bytes. */
 static inline void
 metrics_in(struct metrics *m, unsigned t, unsigned k, size_t len)
@@ -77,6 +74,27 @@ metrics_out(struct metrics *m, unsigned t, unsigned k, size_t len)
     m->out[t][k]++;
     m->bytes_out[t] += len;
 }
+/* The latency histogram of r (made at its first request, kept for its path). */
+#define metrics_res(srv, r) ((r)->met ? (r)->met : metrics_res_new((srv), (r)))
+
+/* A request was answered with code; e: its resource's histogram (NULL: it reached none),
+ * t0: when it arrived (its loop turn's ev_now). Inline: every request passes here. */
+static inline void
+metrics_answer(struct metrics *m, struct server *srv, unsigned method, unsigned code,
+               struct met_res *e, ev_tstamp t0)
+{
+    unsigned cls = code >> 5;
+
+    m->req[method <= 7 ? method : 0][cls == 2 ? 0 : cls == 4 ? 1 : 2]++;
+    if (e == NULL && (e = m->none) == NULL && (e = metrics_none(srv)) == NULL)
+        return;
+    if (m->nbatch == MET_BATCH)
+        metrics_flush(srv);
+    m->batch[m->nbatch].r = e;
+    m->batch[m->nbatch].t0 = t0;
+    m->nbatch++;
+}
+
 /* The exposition, malloc'd (*len bytes); NULL when out of memory. */
 char *metrics_text(struct server *srv, size_t *len);
 void metrics_fini(struct server *srv);
