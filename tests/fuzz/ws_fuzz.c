@@ -46,23 +46,11 @@
  * when the listener goes, the connection goes at once; after the server stops no watcher of
  * it is left in the loop; ASan/LSan see nothing leaked. WS_FUZZ_LOG=1 keeps the server's log.
  */
-#include <errno.h>
-#include <sys/socket.h>
-
-#include "fuzz.h"
+#include "connfuzz.h"
 #include "log.h"
-#include "loopback.h"
 #include "metrics.h"
-#include "stream.h"
 
 /* ---- the endpoint: a coap+ws:// listener's transport without its listening socket ----- */
-
-static void
-wf_close(struct endpoint *ep)
-{
-    stream_endpoint_close(ep);
-    free(ep);
-}
 
 static const struct transport wf_transport = {
     .scheme = "coap+ws",
@@ -70,7 +58,7 @@ static const struct transport wf_transport = {
     .metric = MT_WS,
     .send = stream_send,
     .flush = stream_flush,
-    .close = wf_close,
+    .close = cf_close,
     .detach = stream_detach,
 };
 
@@ -268,76 +256,13 @@ drain(struct lo *lo, struct peer_side *ps)
     }
 }
 
-/* Write p whole (reading what comes back when the socket is full); -1 when the server
- * is gone, or takes nothing more for a while (it is not reading: the rest is dropped). */
-static int
-put(struct lo *lo, struct peer_side *ps, const uint8_t *p, size_t n)
+static void
+drain_cb(struct lo *lo, void *ps)
 {
-    unsigned stuck = 0;
-
-    while (n) {
-        ssize_t w = send(ps->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            stuck = 0;
-            continue;
-        }
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && ++stuck < 4) {
-            drain(lo, ps);
-            lo_run(lo);
-            continue;
-        }
-        return -1;
-    }
-    return 0;
+    drain(lo, ps);
 }
 
 /* ---- the input ---------------------------------------------------------------------- */
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-const char *__asan_default_options(void);
-
-const char *
-__asan_default_options(void)
-{
-    return "quarantine_size_mb=16";
-}
-
-static void
-answer_all(struct lo *lo)
-{
-    while (lo->npd)
-        lo_answer(lo, 0);
-}
-
-static unsigned
-conn_sessions(const struct lo *lo)
-{
-    unsigned n = 0;
-
-    for (const struct session *s = lo->srv.sessions.pool[POOL_CONN].mru; s; s = s->next)
-        n++;
-    return n;
-}
-
-static void
-audit(struct lo *lo)
-{
-    char why[256];
-
-    CHECKF(session_audit(&lo->srv, why, sizeof why) == 0, "%s", why);
-    CHECKF(conn_sessions(lo) == stream_count(&lo->srv), "%u connection sessions, %u connections",
-           conn_sessions(lo), stream_count(&lo->srv));
-}
-
-/* After server_fini nothing of the server may still be armed in the (shared) loop. */
-static void
-stopped(void)
-{
-    CHECKF(!ev_run(ev_default_loop(0), EVRUN_NOWAIT), "a watcher outlived the server");
-}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -449,9 +374,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 n = sizeof burst / repeat;
             for (unsigned r = 0; r < repeat; r++)
                 memcpy(burst + r * n, s, n);
-            if (put(lo, &ps, burst, n * repeat) < 0)
+            if (cf_put(lo, ps.fd, burst, n * repeat, drain_cb, &ps) < 0)
                 alive = 0;
-        } else if (put(lo, &ps, s, n) < 0) {
+        } else if (cf_put(lo, ps.fd, s, n, drain_cb, &ps) < 0) {
             alive = 0;
         }
         s += n;
