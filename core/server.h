@@ -149,6 +149,10 @@ struct server {
     ev_prepare flush;
     ev_timer sweep;
     struct metrics m;                   /* for GET /metrics (metrics.c) */
+    struct {                            /* refused HTTP requests logged this second (ws.c) */
+        ev_tstamp at;
+        unsigned n, skipped;
+    } http_log;
     struct {
         unsigned long rx, tx, dropped, truncated, rst, dup, mid_reuse, evicted, overload;
         unsigned long verified, pings, challenges, amplification, shed;

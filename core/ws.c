@@ -28,6 +28,7 @@
 
 #define WS_HEAD_MAX 8192        /* an HTTP request head larger than this: 431 */
 #define WS_URL_MAX 2048         /* a request target longer than this: 414 */
+#define WS_LOG_PER_SECOND 10    /* refusals logged a second, then counted */
 #define WS_PATH "/.well-known/coap"
 #define METRICS_PATH "/metrics"
 
@@ -219,15 +220,28 @@ answer(struct ws *w, const char *status, const char *extra, const char *type,
     return answer_out(w);
 }
 
-/* A refusal with a one-line reason (text/plain), logged; the connection goes. */
+/* A refusal with a one-line reason (text/plain), logged -- WS_LOG_PER_SECOND lines a
+ * second, then a count: a scanner on the HTTP port is not a flood of lines; the
+ * connection goes. */
 static int
 refuse(struct ws *w, const char *status, const char *extra, const char *why)
 {
+    struct server *srv = w->srv;
+    ev_tstamp now = ev_now(srv->loop);
     char b[256], pb[64];
     int n = snprintf(b, sizeof b, "%s\n", why);
 
-    log_info("%s: %s refused (%s): %s", peer_str(stream_peer(w->c), pb, sizeof pb),
-             w->path == PATH_METRICS ? METRICS_PATH : "WebSocket upgrade", status, why);
+    if (now - srv->http_log.at >= 1.0) {
+        if (srv->http_log.skipped)
+            log_info("http: %u more refused requests not logged", srv->http_log.skipped);
+        srv->http_log.at = now;
+        srv->http_log.n = srv->http_log.skipped = 0;
+    }
+    if (srv->http_log.n++ < WS_LOG_PER_SECOND)
+        log_info("%s: %s refused (%s): %s", peer_str(stream_peer(w->c), pb, sizeof pb),
+                 w->path == PATH_METRICS ? METRICS_PATH : "WebSocket upgrade", status, why);
+    else
+        srv->http_log.skipped++;
     return answer(w, status, extra, "text/plain; charset=utf-8", b, (size_t)n);
 }
 

@@ -384,6 +384,26 @@ def t_answers_before_end():
         serving(s)
 
 
+@test("a scanner: 40 refused requests in a burst -> at most 10 log lines for that second, "
+      "then one line counting the rest (at the next refusal a second later); all 40 answered")
+def t_refusal_log():
+    with WsServer() as s:
+        start = len(s.srv.log.lines)
+        t0 = time.monotonic()
+        for _ in range(40):
+            s.refused(b"GET /wp-login.php HTTP/1.1\r\nHost: x\r\n\r\n", "404")
+        burst = time.monotonic() - t0
+        time.sleep(max(0.0, 1.1 - burst))  # the limit is per second of the server's clock
+        s.refused(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "404")
+        m = s.srv.log.wait_for(r"http: (\d+) more refused requests not logged", 5.0, start)
+        check(m is not None, "no summary line:\n" + "\n".join(s.srv.log.lines[start:][-5:]))
+        lines = [ln for ln in s.srv.log.lines[start:] if "refused (404" in ln]
+        check(len(lines) <= 10 + 1 + (10 if burst >= 1.0 else 0), "%d refusal lines" % len(lines))
+        check(int(m.group(1)) + len(lines) >= 41 - (10 if burst >= 1.0 else 0),
+              "%s skipped, %d logged" % (m.group(1), len(lines)))
+        serving(s)
+
+
 @test("W7 the request target over 2 KiB -> 414; bytes after the upgrade that are no "
       "WebSocket frame (a reserved opcode) -> close 1002; a listener "
       "also answers HTTP: GET /metrics -> 200, GET / -> 404")
