@@ -9,11 +9,15 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "fuzz.h"
 #include "loopback.h"
+#include "observe.h"
 #include "stream.h"
+#include "tree.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 const char *__asan_default_options(void);
@@ -94,6 +98,148 @@ static void
 stopped(void)
 {
     CHECKF(!ev_run(ev_default_loop(0), EVRUN_NOWAIT), "a watcher outlived the server");
+}
+
+/* The client side of one input: its socket, how to read what the server wrote. */
+struct cf_client {
+    int *fd;                            /* the harness's; -1 once closed */
+    void (*drain)(struct lo *lo, void *arg);
+    void *arg;
+    int undrained;                      /* it left the server's bytes unread at some point */
+};
+
+#define CF_DRAIN(lo, cl) ((cl)->drain((lo), (cl)->arg))
+
+/*
+ * Write STREAM [s, end) to the server in chunks, as the CTL bytes and FLAGS say (both
+ * harnesses' input format): CTL bits 0-3 the chunk's size (sizes[], 0: the rest), bits 4-6
+ * what follows it (1 +1 s, 2 +5 s, 3 answer the oldest deferred request, 4 all of them, 5
+ * notify /o and /f, 6 the chunk 16 times in one write, 7 op7: 256 times (op7_burst) or
+ * +0.5 s), bit 7 leave the server's bytes unread this time; past the CTL bytes, FLAGS bits
+ * 2-3 pick the cut (the rest, a byte, 1-32 pseudo-random bytes, five). Stops when the
+ * connection is gone. session_audit after every chunk.
+ */
+static void
+cf_feed(struct lo *lo, struct cf_client *cl, const uint8_t *ctl, unsigned nctl,
+        unsigned flags, uint32_t rng, const uint8_t *s, const uint8_t *end, int op7_burst)
+{
+    static const unsigned sizes[16] = {1, 2, 3, 4, 5, 6, 7, 8, 11, 13, 16, 24, 64, 256, 1024, 0};
+    static uint8_t burst[256 * 1024];
+    unsigned ci = 0;
+    int alive = 1;
+
+    while (s < end && alive) {
+        unsigned c = ci < nctl ? ctl[ci] : 0, op = c >> 4 & 7, repeat = 1;
+        size_t n = (size_t)(end - s);
+
+        if (ci < nctl) {
+            if (sizes[c & 15] && sizes[c & 15] < n)
+                n = sizes[c & 15];
+            repeat = op == 6 ? 16 : op == 7 && op7_burst ? 256 : 1;
+        } else {
+            switch (flags >> 2 & 3) {
+            case 1:
+                n = 1;
+                break;
+            case 2:
+                rng ^= rng << 13, rng ^= rng >> 17, rng ^= rng << 5;
+                n = 1 + rng % 32;
+                break;
+            case 3:
+                n = 5;
+                break;
+            }
+            if (n > (size_t)(end - s))
+                n = (size_t)(end - s);
+        }
+        ci++;
+        if (repeat > 1) {       /* one write: the server may read it all at once */
+            if (n > sizeof burst / repeat)
+                n = sizeof burst / repeat;
+            for (unsigned r = 0; r < repeat; r++)
+                memcpy(burst + r * n, s, n);
+            if (cf_put(lo, *cl->fd, burst, n * repeat, cl->drain, cl->arg) < 0)
+                alive = 0;
+        } else if (cf_put(lo, *cl->fd, s, n, cl->drain, cl->arg) < 0) {
+            alive = 0;
+        }
+        s += n;
+        lo_run(lo);
+        switch (op) {
+        case 1:
+            lo_advance(lo, 1);
+            break;
+        case 2:
+            lo_advance(lo, 5);
+            break;
+        case 3:
+            lo_answer(lo, 0);
+            break;
+        case 4:
+            answer_all(lo);
+            break;
+        case 5:
+            observe_notify(&lo->srv, tree_find_path(lo->srv.tree, "/o"));
+            lo->f_value++;
+            observe_notify(&lo->srv, tree_find_path(lo->srv.tree, "/f"));
+            lo_run(lo);
+            break;
+        case 7:
+            if (!op7_burst)
+                lo_advance(lo, 0.5);
+            break;
+        }
+        if (!(c & 128))
+            CF_DRAIN(lo, cl);
+        else
+            cl->undrained = 1;
+        audit(lo);
+        if (stream_count(&lo->srv) == 0)
+            alive = 0;
+    }
+}
+
+/* The client stays silent (reading) for 8 virtual seconds: deadlines run out. An Abort
+ * may come late in them (deferred answers time out, the requests read meanwhile are
+ * handled, one is malformed): when *aborted, 2 seconds more, past its grace. */
+static void
+cf_silent(struct lo *lo, struct cf_client *cl, const int *aborted)
+{
+    for (int t = 0; t < 16 && stream_count(&lo->srv); t++) {
+        CF_DRAIN(lo, cl);
+        lo_advance(lo, 0.5);
+    }
+    CF_DRAIN(lo, cl);
+    for (int t = 0; t < 4 && *aborted && stream_count(&lo->srv); t++) {
+        lo_advance(lo, 0.5);
+        CF_DRAIN(lo, cl);
+    }
+}
+
+/* The client goes (close, or shutdown(SHUT_WR) and still reading): the connection must
+ * follow within 20 virtual seconds, once it owes nothing (answer: its deferred requests
+ * are answered meanwhile, else their deadline ends them). */
+static void
+cf_client_goes(struct lo *lo, struct cf_client *cl, int close_it, int answer)
+{
+    if (close_it) {
+        close(*cl->fd);
+        *cl->fd = -1;
+    } else {
+        shutdown(*cl->fd, SHUT_WR);
+    }
+    for (int t = 0; t < 40 && stream_count(&lo->srv); t++) {
+        CF_DRAIN(lo, cl);
+        if (answer && t >= 1)
+            answer_all(lo);
+        lo_advance(lo, t == 0 ? 0 : 0.5);
+        audit(lo);
+    }
+    CF_DRAIN(lo, cl);
+    CHECKF(stream_count(&lo->srv) == 0, "connection still open 20 s after the client closed "
+           "(%u deferred answers unsent)", lo->npd);
+    audit(lo);
+    CHECK(conn_sessions(lo) == 0);
 }
 
 #endif

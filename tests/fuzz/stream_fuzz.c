@@ -61,7 +61,6 @@ struct peer_side {
     unsigned frames;
     int aborted;                /* its Abort came */
     int released, alt, hold_off;    /* its Release came, with Alternative-Address, Hold-Off */
-    int undrained;              /* the peer left the server's bytes unread at some point */
 };
 
 static void
@@ -154,14 +153,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                        "tcp_keepalive=0", "tcp_ping_timeout=2",
                                        "defer_deadline=4", "block_idle=3",
                                        "block2_bytes=8000", "block1_bytes=6000", NULL};
-    static const unsigned sizes[16] = {1, 2, 3, 4, 5, 6, 7, 8, 11, 13, 16, 24, 64, 256, 1024, 0};
     static struct peer_side ps;
+    struct cf_client cl = {&ps.fd, drain_cb, &ps, 0};
     const uint8_t *end = data + size, *ctl, *s;
-    unsigned flags, nctl, end_mode, ci = 0;
+    unsigned flags, nctl, end_mode;
     uint32_t rng;
     struct lo *lo;
     struct endpoint *ep, *ep2;
-    int sv[2], alive = 1;
+    int sv[2];
 
     if (size < 2)
         return 0;
@@ -204,89 +203,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ps.fd = sv[1];
     ps.len = 0;
     ps.frames = 0;
-    ps.aborted = ps.released = ps.alt = ps.hold_off = ps.undrained = 0;
+    ps.aborted = ps.released = ps.alt = ps.hold_off = 0;
     CHECK(stream_accept(ep, sv[0], &lo->peers[0], &tcp_plain_io, NULL) != NULL);
     lo_run(lo);
     drain(&ps);
     CHECK(ps.frames == 1);      /* our CSM went at once */
 
-    while (s < end && alive) {
-        unsigned c = ci < nctl ? ctl[ci] : 0, repeat = 1;
-        size_t n = (size_t)(end - s);
-
-        if (ci < nctl) {
-            if (sizes[c & 15] && sizes[c & 15] < n)
-                n = sizes[c & 15];
-            if ((c >> 4 & 7) == 6)
-                repeat = 16;
-            else if ((c >> 4 & 7) == 7)
-                repeat = 256;
-        } else {
-            switch (flags >> 2 & 3) {
-            case 1:
-                n = 1;
-                break;
-            case 2:
-                rng ^= rng << 13, rng ^= rng >> 17, rng ^= rng << 5;
-                n = 1 + rng % 32;
-                break;
-            case 3:
-                n = 5;
-                break;
-            }
-            if (n > (size_t)(end - s))
-                n = (size_t)(end - s);
-        }
-        ci++;
-        if (repeat > 1) {       /* one write: the server may read it all at once */
-            static uint8_t burst[256 * 1024];
-
-            if (n > sizeof burst / repeat)
-                n = sizeof burst / repeat;
-            for (unsigned r = 0; r < repeat; r++)
-                memcpy(burst + r * n, s, n);
-            if (cf_put(lo, ps.fd, burst, n * repeat, drain_cb, &ps) < 0)
-                alive = 0;
-        } else if (cf_put(lo, ps.fd, s, n, drain_cb, &ps) < 0) {
-            alive = 0;
-        }
-        s += n;
-        lo_run(lo);
-        switch (c >> 4 & 7) {
-        case 1:
-            lo_advance(lo, 1);
-            break;
-        case 2:
-            lo_advance(lo, 5);
-            break;
-        case 3:
-            lo_answer(lo, 0);
-            break;
-        case 4:
-            answer_all(lo);
-            break;
-        case 5:
-            observe_notify(&lo->srv, tree_find_path(lo->srv.tree, "/o"));
-            lo->f_value++;
-            observe_notify(&lo->srv, tree_find_path(lo->srv.tree, "/f"));
-            lo_run(lo);
-            break;
-        }
-        if (!(c & 128))
-            drain(&ps);
-        else
-            ps.undrained = 1;
-        audit(lo);
-        if (stream_count(&lo->srv) == 0)
-            alive = 0;
-    }
+    cf_feed(lo, &cl, ctl, nctl, flags, rng, s, end, 1);
 
     if (flags & 128) {          /* silent: an Abort's grace, or the keepalive, runs out */
-        for (int t = 0; t < 16 && stream_count(&lo->srv); t++) {
-            drain(&ps);
-            lo_advance(lo, 0.5);
-        }
-        drain(&ps);
+        cf_silent(lo, &cl, &ps.aborted);
         CHECKF(!ps.aborted || stream_count(&lo->srv) == 0,
                "connection still open 8 s after its Abort");
     }
@@ -297,7 +223,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(stream_count(&lo->srv) == 0);
         audit(lo);
         drain(&ps);
-        CHECKF(ps.aborted || ps.released || (flags & 2) || ps.undrained,
+        CHECKF(ps.aborted || ps.released || (flags & 2) || cl.undrained,
                "no Release as the listener closed");
         CHECKF(!ps.released || ps.alt, "Release without Alternative-Address");
     } else if (end_mode == 2 && stream_count(&lo->srv)) {
@@ -311,24 +237,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* the peer goes: the connection follows once it owes nothing */
-    if (flags & 1) {
-        close(sv[1]);
-        ps.fd = -1;
-    } else {
-        shutdown(sv[1], SHUT_WR);
-    }
-    for (int t = 0; t < 40 && stream_count(&lo->srv); t++) {
-        drain(&ps);
-        if ((flags & 32) && t >= 1)
-            answer_all(lo);
-        lo_advance(lo, t == 0 ? 0 : 0.5);
-        audit(lo);
-    }
-    drain(&ps);
-    CHECKF(stream_count(&lo->srv) == 0, "connection still open 20 s after the peer closed "
-           "(%u deferred answers unsent)", lo->npd);
-    audit(lo);
-    CHECK(conn_sessions(lo) == 0);
+    cf_client_goes(lo, &cl, flags & 1, flags & 32);
     if (ps.fd >= 0)
         close(sv[1]);
     answer_all(lo);
