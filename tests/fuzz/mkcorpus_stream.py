@@ -7,7 +7,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from coaptest import encode_options  # noqa: E402  (the one option encoder of the test suite)
+from rfc8323 import frame  # noqa: E402  (the test suite's one RFC 8323 frame encoder)
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "stream")
 
@@ -28,22 +28,6 @@ REST = 15
 def cut(n):
     """The CTL size index of an n-byte chunk."""
     return SIZES.index(n)
-
-
-def frame(code, token=b"", options=(), payload=b"", body=None, tkl=None):
-    """§3.2: Len/TKL (+ extended length), Code, Token, options and payload."""
-    if body is None:
-        body = encode_options(options) + (b"\xff" + payload if payload else b"")
-    n, t = len(body), len(token) if tkl is None else tkl
-    if n < 13:
-        head = bytes([n << 4 | t])
-    elif n < 269:
-        head = bytes([13 << 4 | t, n - 13])
-    elif n < 65805:
-        head = bytes([14 << 4 | t]) + (n - 269).to_bytes(2, "big")
-    else:
-        head = bytes([15 << 4 | t]) + (n - 65805).to_bytes(4, "big")
-    return head + bytes([code]) + token + body
 
 
 def req(method, path, token=b"\x01", options=(), payload=b""):
